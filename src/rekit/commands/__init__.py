@@ -1,0 +1,73 @@
+"""One module per `rekit` subcommand, each with `register(subparsers)`; shared flag helpers here.
+
+Config flags are generated from the typed config dataclasses, so every option has one
+definition (name, type, default, help) whether it comes from a flag, a YAML file or a trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from rekit.config import SECTIONS, DataConfig
+
+READ_FIELDS = ("format", "on_mismatch", "on_bad_row", "offsets", "columns", "entity_keys")
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def _add_field(group, f: dataclasses.Field, default) -> None:
+    flag = "--" + f.name.replace("_", "-")
+    help_text = f.metadata.get("help", "")
+    if default not in (None, {}, []):
+        help_text += f" (default: {default})"
+    kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    typ = str(f.type)
+    if f.metadata.get("choices"):
+        kw["choices"] = f.metadata["choices"]
+    if typ == "bool":
+        kw["action"] = argparse.BooleanOptionalAction
+    elif typ == "dict":
+        kw.update(action="append", type=_key_value, metavar="KEY=VALUE")
+    elif typ == "list":
+        kw.update(nargs="+", type=int, metavar="K")
+    elif typ.startswith("int"):
+        kw["type"] = int
+    elif typ.startswith("float"):
+        kw["type"] = float
+    group.add_argument(flag, **kw)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
+                     sections: tuple[str, ...] = ("data", "model", "train")) -> None:
+    """One flag per config field (`max_length` -> `--max-length`), grouped by section."""
+    for name in sections:
+        klass = SECTIONS[name]
+        group = parser.add_argument_group(f"{name} options")
+        defaults = klass()
+        for f in dataclasses.fields(klass):
+            if f.metadata.get("flag", True) and (only is None or f.name in only):
+                _add_field(group, f, getattr(defaults, f.name))
+
+
+def explicit_flags(args: argparse.Namespace, klasses=tuple(SECTIONS.values())) -> dict:
+    """Only the config flags the user actually passed (so a config file's values survive)."""
+    names = {f.name for k in klasses for f in dataclasses.fields(k)}
+    out = {k: v for k, v in vars(args).items() if k in names}
+    for k, v in list(out.items()):
+        if isinstance(v, list) and v and isinstance(v[0], tuple):
+            out[k] = dict(v)
+    return out
+
+
+def read_options(args: argparse.Namespace):
+    from rekit.data.readers import ReadOptions
+
+    d = DataConfig(**{k: v for k, v in explicit_flags(args, (DataConfig,)).items() if k in READ_FIELDS})
+    return ReadOptions(format=d.format, on_mismatch=d.on_mismatch, on_bad_row=d.on_bad_row, offsets=d.offsets,
+                       columns=d.columns or None, entity_keys=d.entity_keys or None)

@@ -1,0 +1,1 @@
+"""Format-specific readers and writers behind `rekit.data.readers` (use that module, not these)."""

@@ -1,0 +1,1 @@
+"""Encoding stage: records -> marked text -> token ids with entity positions."""

@@ -1,0 +1,78 @@
+"""Batches: length-bucketed random batching and dynamic padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from rekit.encoding.tokenize import Features
+
+
+def bucket_batches(lengths: list[int], batch_size: int, rng: np.random.Generator | None,
+                   pool: int = 64) -> list[list[int]]:
+    """Batches of indices with similar lengths (less padding) that stay randomised.
+
+    Shuffle, cut into pools of `pool` batches, sort each pool by length, cut into batches,
+    shuffle the batch order. With rng=None (evaluation): sorted by length, no shuffling.
+    Every index appears exactly once; only the last batch may be smaller.
+    """
+    n = len(lengths)
+    lens = np.asarray(lengths)
+    if rng is None:
+        order = np.argsort(-lens, kind="stable")
+        return [order[i : i + batch_size].tolist() for i in range(0, n, batch_size)]
+    order = rng.permutation(n)
+    span = batch_size * pool
+    batches: list[list[int]] = []
+    for i in range(0, n, span):
+        chunk = order[i : i + span]
+        chunk = chunk[np.argsort(-lens[chunk], kind="stable")]
+        batches.extend(chunk[j : j + batch_size].tolist() for j in range(0, len(chunk), batch_size))
+    # Keep the one short batch last so every full step sees batch_size examples.
+    full = [b for b in batches if len(b) == batch_size]
+    short = [b for b in batches if len(b) < batch_size]
+    rng.shuffle(full)
+    return full + short
+
+
+class Collator:
+    """Pads a list of example indices into tensors; pads to a multiple of 8 for tensor cores."""
+
+    def __init__(self, feats: Features, pad_id: int, multiple_of: int = 1):
+        self.feats, self.pad_id, self.multiple_of = feats, pad_id, multiple_of
+
+    def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
+        f = self.feats
+        longest = max(len(f.input_ids[i]) for i in idx)
+        width = -(-longest // self.multiple_of) * self.multiple_of
+        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(idx), width), dtype=torch.long)
+        types = torch.zeros((len(idx), width), dtype=torch.long) if f.token_type_ids is not None else None
+        for row, i in enumerate(idx):
+            x = f.input_ids[i]
+            ids[row, : len(x)] = torch.as_tensor(x)
+            mask[row, : len(x)] = 1
+            if types is not None:
+                types[row, : len(x)] = torch.as_tensor(f.token_type_ids[i])
+        batch = {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "subj_pos": torch.as_tensor([f.subj_pos[i] for i in idx]),
+            "obj_pos": torch.as_tensor([f.obj_pos[i] for i in idx]),
+            "labels": torch.as_tensor([f.labels[i] for i in idx]),
+        }
+        if types is not None:
+            batch["token_type_ids"] = types
+        return batch
+
+
+def iterate(feats: Features, batches: list[list[int]], collator: Collator, device: torch.device) -> Iterator[dict]:
+    """Collate on the host, copy to the device without blocking (pinned memory on CUDA)."""
+    pin = device.type == "cuda"
+    for idx in batches:
+        batch = collator(idx)
+        if pin:
+            batch = {k: v.pin_memory() for k, v in batch.items()}
+        yield {k: v.to(device, non_blocking=pin) for k, v in batch.items()}

@@ -1,0 +1,1 @@
+"""Model stage: a backbone encoder (hub, local or scratch) plus a relation head."""

@@ -1,0 +1,106 @@
+"""The relation classifier: backbone encoder + head, saved as a self-describing directory.
+
+A model directory holds `model.safetensors` (all weights), the backbone's `config.json`,
+`rekit.json` (head and encoding settings), `labels.json` and the tokenizer files. Loading
+rebuilds everything from those files: no pickle, no code from the directory unless allowed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from rekit.data.labels import LabelMap
+from rekit.errors import RekitError
+from rekit.io import atomic_path, atomic_write_text
+from rekit.modeling.heads import HEADS
+
+SPEC_FILE, WEIGHTS_FILE, LABELS_FILE = "rekit.json", "model.safetensors", "labels.json"
+
+
+@dataclass
+class ModelSpec:
+    """What a saved model needs besides its weights to encode inputs and rebuild its head."""
+
+    head: str
+    n_labels: int
+    marker: str
+    first_segment: str
+    max_length: int
+    dropout: float
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelSpec":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+class REModel(nn.Module):
+    def __init__(self, encoder: nn.Module, spec: ModelSpec, label_smoothing: float = 0.0):
+        super().__init__()
+        self.encoder = encoder
+        self.spec = spec
+        hidden = encoder.config.hidden_size
+        self.head = HEADS[spec.head](hidden, spec.n_labels, spec.dropout)
+        self.loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        self.use_token_types = getattr(encoder.config, "type_vocab_size", 1) > 1
+
+    def forward(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids=None, labels=None):
+        """input_ids, attention_mask: (B, T); subj_pos, obj_pos: (B,) -> logits (B, C), loss or None."""
+        kw = {"token_type_ids": token_type_ids} if (token_type_ids is not None and self.use_token_types) else {}
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        logits = self.head(h, subj_pos, obj_pos)
+        loss = None if labels is None else self.loss_fn(logits.float(), labels)
+        return logits, loss
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, directory: str | Path, tokenizer, label_map: LabelMap) -> None:
+        d = Path(directory)
+        self.save_weights(d)
+        self.encoder.config.save_pretrained(d)
+        tokenizer.save_pretrained(d)
+        atomic_write_text(d / SPEC_FILE, json.dumps(asdict(self.spec), indent=2) + "\n")
+        label_map.save(d / LABELS_FILE)
+
+    def save_weights(self, directory: str | Path) -> None:
+        """Only the weights, atomically (the best checkpoint is rewritten on every improvement)."""
+        from safetensors.torch import save_file
+
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(d / WEIGHTS_FILE) as tmp:
+            save_file(state, str(tmp), metadata={"format": "pt", "rekit": "1"})
+
+    @classmethod
+    def load(cls, directory: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu"):
+        """-> (model, tokenizer, label_map), weights read with safetensors only."""
+        from safetensors.torch import load_file
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+        d = Path(directory)
+        for name in (SPEC_FILE, WEIGHTS_FILE, LABELS_FILE, "config.json"):
+            if not (d / name).is_file():
+                raise RekitError(f"{d} is not a rekit model directory: {name} is missing")
+        try:
+            spec = ModelSpec.from_dict(json.loads((d / SPEC_FILE).read_text(encoding="utf-8")))
+            config = AutoConfig.from_pretrained(d, trust_remote_code=trust_remote_code)
+            encoder = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(d, trust_remote_code=trust_remote_code)
+        except (ValueError, KeyError, TypeError, OSError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "trust_remote_code" in str(e):
+                msg = "it asks to run its own Python code; pass --trust-remote-code only if you trust its source"
+            raise RekitError(f"cannot load model from {d}: {msg}") from None
+        label_map = LabelMap.load(d / LABELS_FILE)
+        model = cls(encoder, spec)
+        state = load_file(str(d / WEIGHTS_FILE))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        # Position-id buffers are rebuilt by the backbone; anything else missing is a broken file.
+        missing = [k for k in missing if not k.endswith("position_ids")]
+        if missing or unexpected:
+            raise RekitError(f"{d / WEIGHTS_FILE} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        return model.to(device).eval(), tokenizer, label_map

@@ -1,0 +1,1 @@
+"""Training stage: one split (loop.py), K folds and OOF (cv.py)."""

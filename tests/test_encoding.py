@@ -1,0 +1,112 @@
+import numpy as np
+import pytest
+
+from rekit.data.labels import LabelMap
+from rekit.data.schema import Entity, Record
+from rekit.encoding.collate import Collator, bucket_batches
+from rekit.encoding.markers import new_tokens
+from rekit.encoding.tokenize import IGNORE_LABEL, REEncoder
+from rekit.modeling.scratch import train_tokenizer
+
+WORDS = "가 나 다 라 마 바 사 아 자 차 카 타 파 하 회사 사람 서울 대표 설립 태어났다".split()
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    rng = np.random.default_rng(0)
+    texts = [" ".join(rng.choice(WORDS, 12)) + " @ # * ^ PER ORG [E1]" for _ in range(300)]
+    return train_tokenizer(texts, 300, new_tokens("entity_marker") + new_tokens("typed_entity_marker", ["PER", "ORG"]))
+
+
+def record(sentence, subj, obj, label=None):
+    s, o = sentence.index(subj), sentence.rindex(obj)
+    return Record("r", sentence, Entity(subj, s, s + len(subj), "PER"), Entity(obj, o, o + len(obj), "ORG"), label)
+
+
+@pytest.mark.parametrize("scheme,subj_tok,obj_tok", [
+    ("typed_entity_marker_punct", "@", "#"), ("entity_marker_punct", "@", "#"),
+    ("entity_marker", "[E1]", "[E2]"), ("typed_entity_marker", "<S:PER>", "<O:ORG>"),
+])
+def test_positions_point_at_start_markers(tokenizer, scheme, subj_tok, obj_tok):
+    r = record("가 나 사람 다 라 회사 마", "사람", "회사", "no_relation")
+    f = REEncoder(tokenizer, scheme, 64).encode([r], LabelMap.builtin("klue-re"))
+    toks = tokenizer.convert_ids_to_tokens(f.input_ids[0])
+    assert toks[f.subj_pos[0]] == subj_tok
+    assert toks[f.obj_pos[0]] == obj_tok
+    assert f.labels == [0]
+
+
+def test_none_scheme_points_at_entity_tokens_in_the_sentence(tokenizer):
+    r = record("가 나 사람 다 라 회사 마", "사람", "회사")
+    f = REEncoder(tokenizer, "none", 64).encode([r])
+    toks = tokenizer.convert_ids_to_tokens(f.input_ids[0])
+    # first segment "subj[SEP]obj", then the sentence; positions point into the sentence
+    assert toks[:5] == ["[CLS]", "사람", "[SEP]", "회사", "[SEP]"]
+    assert f.subj_pos[0] > 4 and toks[f.subj_pos[0]] == "사람"
+    assert f.obj_pos[0] > 4 and toks[f.obj_pos[0]] == "회사"
+    assert f.labels == [IGNORE_LABEL]
+
+
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_long_sentences_keep_both_entities(tokenizer, where):
+    filler = " ".join(["가"] * 150)
+    if where == "start":
+        s = "사람 회사 " + filler
+    elif where == "middle":
+        s = filler + " 사람 나 회사 " + filler
+    else:
+        s = filler + " 사람 나 다 회사"
+    r = record(s, "사람", "회사")
+    enc = REEncoder(tokenizer, "typed_entity_marker_punct", 32)
+    f = enc.encode([r])
+    toks = tokenizer.convert_ids_to_tokens(f.input_ids[0])
+    assert len(toks) <= 32
+    assert toks[f.subj_pos[0]] == "@" and toks[f.obj_pos[0]] == "#"
+    assert "사람" in toks and "회사" in toks
+    assert enc.stats.windowed == 1
+
+
+def test_far_apart_entities_are_spliced(tokenizer):
+    s = "사람 " + " ".join(["가"] * 200) + " 회사"
+    r = record(s, "사람", "회사")
+    enc = REEncoder(tokenizer, "typed_entity_marker_punct", 24)
+    f = enc.encode([r])
+    toks = tokenizer.convert_ids_to_tokens(f.input_ids[0])
+    assert len(toks) <= 24
+    assert toks[f.subj_pos[0]] == "@" and toks[f.obj_pos[0]] == "#"
+    assert "사람" in toks and "회사" in toks
+    assert enc.stats.spliced == 1
+
+
+def test_unknown_label_is_a_clear_error(tokenizer):
+    from rekit.errors import DataError
+
+    r = record("사람 회사", "사람", "회사", "org:unheard_of")
+    with pytest.raises(DataError, match="org:unheard_of"):
+        REEncoder(tokenizer, "none", 32).encode([r], LabelMap.builtin("klue-re"))
+
+
+def test_bucket_batches_cover_every_index_once():
+    lengths = list(np.random.default_rng(1).integers(5, 80, 1003))
+    for rng in (np.random.default_rng(0), None):
+        batches = bucket_batches(lengths, 32, rng)
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(1003))
+        assert all(len(b) == 32 for b in batches[:-1])
+    # Randomised: two epochs differ, but each batch holds similar lengths.
+    a = bucket_batches(lengths, 32, np.random.default_rng(0))
+    b = bucket_batches(lengths, 32, np.random.default_rng(1))
+    assert a != b
+    spread = np.mean([np.ptp([lengths[i] for i in batch]) for batch in a[:-1]])
+    assert spread < 10
+
+
+def test_collator_pads_dynamically(tokenizer):
+    rs = [record("가 사람 회사", "사람", "회사", "no_relation"), record("가 나 다 라 마 사람 바 회사", "사람", "회사", "per:title")]
+    f = REEncoder(tokenizer, "typed_entity_marker_punct", 64).encode(rs, LabelMap.builtin("klue-re"))
+    batch = Collator(f, tokenizer.pad_token_id, multiple_of=8)([0, 1])
+    longest = max(f.lengths())
+    assert batch["input_ids"].shape == (2, -(-longest // 8) * 8)
+    assert batch["attention_mask"].sum(1).tolist() == f.lengths()
+    assert batch["labels"].tolist() == [0, 4]
+    assert (batch["input_ids"][0, f.lengths()[0]:] == tokenizer.pad_token_id).all()

@@ -18,8 +18,11 @@ from rekit.errors import ConfigError
 MARKERS = ("none", "entity_marker", "entity_marker_punct", "typed_entity_marker", "typed_entity_marker_punct")
 FIRST_SEGMENTS = ("auto", "none", "entities", "query")
 HEADS = ("entity", "cls")
-SCRATCH_SIZES = ("tiny", "small", "base")
+SCRATCH_SIZES = ("tiny", "small", "medium", "base")
+SCRATCH_TOKENIZERS = ("wordpiece", "morpheme")
+LOSSES = ("ce", "focal")
 METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1", "loss")
+REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # backends live in rekit/tracking.py
 
 
 def _f(default: Any, help: str, choices: tuple | None = None, flag: bool = True):
@@ -50,6 +53,8 @@ class ModelConfig:
     model: str = _f("klue/roberta-base", "Hugging Face encoder name, local directory, or 'scratch' (offline, random init)")
     scratch_size: str = _f("small", "size preset for --model scratch", SCRATCH_SIZES)
     scratch_vocab_size: int = _f(12000, "WordPiece vocabulary size for --model scratch")
+    scratch_tokenizer: str = _f("wordpiece", "tokenizer for --model scratch: wordpiece, or morpheme (vocabulary from "
+                                "Korean morphemes; needs kiwipiepy)", SCRATCH_TOKENIZERS)
     marker: str = _f("typed_entity_marker_punct", "entity representation (Zhou & Chen 2022)", MARKERS)
     first_segment: str = _f("auto", "first input segment: auto (entities for marker 'none', else none), none, "
                             "entities ('subj[SEP]obj'), query (a Korean question built from the entities)", FIRST_SEGMENTS)
@@ -78,14 +83,34 @@ class TrainConfig:
     scheduler: str = _f("linear", "decay after warmup", ("linear", "cosine", "constant"))
     max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 disables")
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing")
+    loss: str = _f("ce", "classification loss: ce (cross-entropy) or focal", LOSSES)
+    focal_gamma: float = _f(2.0, "focusing exponent of --loss focal (0 = cross-entropy)")
+    augment: str = _f("none", "training-time augmentations, comma-separated: swap (subject/object of symmetric "
+                      "and inverse relations), entity (same-type entity replacement), punct (punctuation "
+                      "insertion), mask (random token masking); none")
+    augment_prob: float = _f(0.3, "share of training rows that get an entity/punct augmented copy")
+    token_mask_prob: float = _f(0.1, "share of ordinary tokens masked per step with --augment mask")
     precision: str = _f("auto", "auto: bf16 autocast on CUDA (fp16 if no bf16), fp32 on CPU", ("auto", "bf16", "fp16", "fp32"))
+    compile: str = _f("auto", "torch.compile the training step: auto (= off: compiling costs minutes per fold, "
+                      "see BENCHMARKS.md), off, default, reduce-overhead (CUDA graphs), max-autotune",
+                      ("auto", "off", "default", "reduce-overhead", "max-autotune"))
+    pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 when compiled, 8 on "
+                           "CUDA, 1 on CPU); coarser = fewer shapes to compile, more padding")
+    parallel: str = _f("folds", "under torchrun: folds (one fold per process) or ddp (all processes train each "
+                       "fold together); ignored in a single process", ("folds", "ddp"))
     metric: str = _f("micro_f1", "metric that picks the best checkpoint per fold", METRICS)
     patience: int = _f(0, "early stopping: evaluations without improvement before stopping (0 = off)")
     eval_every: int = _f(0, "also evaluate every N optimizer steps (0 = once per epoch)")
+    save_every: int = _f(0, "also save the resumable training state every N optimizer steps (0 = at each epoch "
+                         "end and each new best only; -1 = never, no resume); continue with --resume RUN_DIR")
+    oom_retry: bool = _f(False, "on CUDA out-of-memory, retry the step with half the micro-batch and twice the "
+                         "--grad-accum (same effective batch)")
     seed: int = _f(42, "random seed (folds, init, shuffling)")
     deterministic: bool = _f(False, "deterministic kernels (slower; bit-identical reruns on CPU)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")
     progress: bool = _f(True, "show progress bars")
+    report_to: str = _f("none", "also log metrics to a tracker: tensorboard (RUN_DIR/tensorboard/), mlflow or wandb "
+                        "(each needs its package installed)", REPORT_TO)
 
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
@@ -116,6 +141,16 @@ class RunConfig:
             raise ConfigError(f"--warmup-ratio must be in [0, 1), got {t.warmup_ratio}")
         if not 0 <= t.label_smoothing < 1:
             raise ConfigError(f"--label-smoothing must be in [0, 1), got {t.label_smoothing}")
+        if t.focal_gamma < 0:
+            raise ConfigError(f"--focal-gamma must be >= 0, got {t.focal_gamma}")
+        if not 0 <= t.augment_prob <= 1 or not 0 <= t.token_mask_prob < 1:
+            raise ConfigError("--augment-prob must be in [0, 1] and --token-mask-prob in [0, 1)")
+        from rekit.data.augment import parse_augments
+
+        try:
+            parse_augments(t.augment)
+        except ValueError as e:
+            raise ConfigError(f"--augment: {e}") from None
         if m.max_length < 16:
             raise ConfigError(f"--max-length must be >= 16, got {m.max_length}")
         if m.dropout is not None and not 0 <= m.dropout < 1:

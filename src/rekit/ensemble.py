@@ -1,9 +1,16 @@
-"""The fold ensemble: load every fold model of a run, average their softmax probabilities."""
+"""The fold ensemble: load every fold model of one or more runs, average their softmax probabilities.
+
+Several runs (seeds, backbones, recipes) ensemble too: each run gets a weight, shared equally by
+its fold models. Run weights can be fit on the runs' out-of-fold predictions (training data
+only) by maximising the OOF likelihood of the mixture (`fit_run_weights`).
+"""
 
 from __future__ import annotations
 
+import csv
 import gc
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -62,6 +69,17 @@ class Ensemble:
     def load(cls, run_dir: str | Path, **kw) -> "Ensemble":
         return cls(model_dirs(run_dir), **kw)
 
+    @classmethod
+    def load_runs(cls, run_dirs: Sequence[str | Path], run_weights: Sequence[float] | None = None, **kw) -> "Ensemble":
+        """All fold models of several runs; run k's weight is split equally among its folds."""
+        groups = [model_dirs(r) for r in run_dirs]
+        if run_weights is not None and len(run_weights) != len(groups):
+            raise RekitError(f"{len(run_weights)} run weights given for {len(groups)} runs")
+        rw = [1.0] * len(groups) if run_weights is None else list(run_weights)
+        dirs = [d for g in groups for d in g]
+        weights = [w / len(g) for w, g in zip(rw, groups) for _ in g]
+        return cls(dirs, weights=weights, **kw)
+
     @property
     def classes_(self) -> tuple[str, ...]:
         return self.label_map_.labels
@@ -110,3 +128,65 @@ def _fingerprint(model_dir: Path, spec) -> str:
         if p.is_file():
             h.update(p.read_bytes())
     return h.hexdigest()
+
+
+# -- out-of-fold predictions of a run: run weights and the training label mix ----------------
+def run_root(path: str | Path) -> Path:
+    """The run directory of a run or of one of its fold models (where oof.csv lives)."""
+    p = Path(path)
+    for d in (p, p.parent):
+        if (d / "oof.csv").is_file():
+            return d
+    raise RekitError(f"{p}: no oof.csv here or in its parent; out-of-fold predictions come from a finished `rekit train` run")
+
+
+def read_oof(run_dir: str | Path, label_map: LabelMap) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """-> (ids, label ids (N,), probs (N, C)); rows never held out (fold -1) have NaN probs."""
+    path = run_root(run_dir) / "oof.csv"
+    ids, ys, rows = [], [], []
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            if row["label"] not in label_map.label2id:
+                raise RekitError(f"{path}: label {row['label']!r} is not in the model's label map")
+            ids.append(row["id"])
+            ys.append(label_map.label2id[row["label"]])
+            rows.append(json.loads(row["probs"]) if row["probs"] else [float("nan")] * len(label_map))
+    return ids, np.asarray(ys, dtype=np.int64), np.asarray(rows, dtype=np.float64).reshape(len(ids), len(label_map))
+
+
+def training_prior(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.ndarray:
+    """The label mix the models were trained on (every training row of the runs' oof.csv)."""
+    from rekit.adapt import label_prior
+
+    ys = [read_oof(r, label_map)[1] for r in dict.fromkeys(run_root(r) for r in run_dirs)]
+    return label_prior(np.concatenate(ys), len(label_map))
+
+
+def fit_run_weights(oofs: Sequence[np.ndarray], y: np.ndarray, iters: int = 500, tol: float = 1e-10) -> np.ndarray:
+    """Mixture weights w (simplex) maximising sum_i log sum_k w_k p_k(y_i | x_i) (EM for mixture
+    weights: the objective is concave, so this converges to the optimum). oofs: K arrays (N, C)."""
+    lik = np.stack([np.clip(p[np.arange(len(y)), y], 1e-12, None) for p in oofs], axis=1)  # (N, K)
+    w = np.full(lik.shape[1], 1.0 / lik.shape[1])
+    for _ in range(iters):
+        r = lik * w
+        new = (r / r.sum(axis=1, keepdims=True)).mean(axis=0)
+        if np.abs(new - w).max() < tol:
+            return new
+        w = new
+    return w
+
+
+def oof_run_weights(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.ndarray:
+    """Fit run weights on the rows every run held out (matched by id)."""
+    tables = [read_oof(r, label_map) for r in run_dirs]
+    common = set.intersection(*({i for i, p in zip(t[0], t[2]) if not np.isnan(p).any()} for t in tables))
+    if not common:
+        raise RekitError("the runs share no out-of-fold rows; were they trained on the same file?")
+    order = sorted(common)
+    oofs, y = [], None
+    for ids, ys, probs in tables:
+        pos = {i: n for n, i in enumerate(ids)}
+        take = [pos[i] for i in order]
+        oofs.append(probs[take])
+        y = ys[take] if y is None else y
+    return fit_run_weights(oofs, y)

@@ -11,10 +11,49 @@ from rekit.errors import RekitError
 
 
 def _load_ensemble(args):
-    from rekit.ensemble import Ensemble
+    from rekit.ensemble import Ensemble, oof_run_weights
 
-    return Ensemble.load(args.run_dir, weights=args.weights, device=args.device, batch_size=args.batch_size,
-                         trust_remote_code=args.trust_remote_code, progress=True)
+    kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True)
+    if len(args.run_dir) == 1 and not args.fit_weights:
+        return Ensemble.load(args.run_dir[0], weights=args.weights, **kw)
+    if args.weights:
+        raise RekitError("--weights sets fold-model weights of one run; with several runs use --fit-weights or none")
+    run_weights = None
+    if args.fit_weights:
+        first = Ensemble.load(args.run_dir[0], **kw)
+        run_weights = oof_run_weights(args.run_dir, first.label_map_)
+        print("run weights fit on out-of-fold predictions: "
+              + ", ".join(f"{r} {w:.3f}" for r, w in zip(args.run_dir, run_weights)), file=sys.stderr)
+    return Ensemble.load_runs(args.run_dir, run_weights, **kw)
+
+
+def _adapt(args, ens, probs):
+    """--calibrate and --adapt-priors: uses the runs' out-of-fold files, never the input's labels."""
+    import numpy as np
+
+    from rekit import adapt
+    from rekit.ensemble import read_oof, training_prior
+
+    if args.calibrate != "none":
+        _, y, oof = read_oof(args.run_dir[0], ens.label_map_)
+        held = ~np.isnan(oof).any(axis=1)
+        if args.calibrate == "temperature":
+            t = adapt.fit_temperature(oof[held], y[held])
+            probs = adapt.apply_temperature(probs, t)
+        else:
+            t, bias = adapt.fit_bcts(oof[held], y[held])
+            probs = adapt.apply_bcts(probs, t, bias)
+        print(f"{args.calibrate} calibration fit on {int(held.sum()):,} out-of-fold predictions: temperature {t:.3f}",
+              file=sys.stderr)
+    if args.adapt_priors == "em":
+        prior = training_prior(args.run_dir, ens.label_map_)
+        probs, new_prior, iters = adapt.em_priors(probs, prior)
+        nr = ens.label_map_.no_relation
+        if nr is not None:
+            k = ens.label_map_.label2id[nr]
+            print(f"label mix re-estimated on the inputs (EM, {iters} iterations): {nr} "
+                  f"{prior[k]:.1%} in training -> {new_prior[k]:.1%} here", file=sys.stderr)
+    return probs.astype("float32")
 
 
 def _read_input(args):
@@ -30,7 +69,7 @@ def predict(args) -> int:
 
     ens = _load_ensemble(args)
     records = _read_input(args)
-    probs = ens.predict_proba(records)
+    probs = _adapt(args, ens, ens.predict_proba(records))
     write_predictions(args.output, records, probs, ens.label_map_)
     print(f"wrote {len(records):,} predictions ({len(ens.dirs)} fold models averaged) to {args.output}")
     return 0
@@ -44,7 +83,8 @@ def evaluate(args) -> int:
     known, n_unknown, n_unlabeled = split_known(records, ens.label_map_, args.unknown_labels, args.input)
     if not known:
         raise RekitError(f"{args.input}: no labeled rows to evaluate")
-    probs = ens.predict_proba(known)
+    # The label mix is estimated on every input row (labels unused), as on a real test set.
+    probs = _adapt(args, ens, ens.predict_proba(known))
     report = score(known, probs, ens.label_map_)
     report.update(skipped_unknown_labels=n_unknown, skipped_unlabeled=n_unlabeled)
     print(f"{len(known):,} rows, {len(ens.dirs)} fold models: micro-F1 {report['micro_f1']:.2f}  "
@@ -63,9 +103,18 @@ def evaluate(args) -> int:
 
 
 def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory made by `rekit train` (or one model directory)")
+    p.add_argument("run_dir", metavar="RUN_DIR", nargs="+",
+                   help="run directories made by `rekit train` (or model directories); several runs are ensembled")
     p.add_argument("--input", required=True, help="file to predict (any format `rekit train` reads; labels optional)")
-    p.add_argument("--weights", type=float, nargs="+", help="one weight per fold model (default: equal)")
+    p.add_argument("--weights", type=float, nargs="+", help="one weight per fold model of a single run (default: equal)")
+    p.add_argument("--fit-weights", action="store_true",
+                   help="weight several runs by fitting on their out-of-fold predictions (training data only)")
+    p.add_argument("--adapt-priors", choices=("none", "em"), default="none",
+                   help="em: re-estimate the label mix of the input file from its (unlabeled) rows and re-weight "
+                   "the probabilities (Saerens et al. 2002); helps when it differs from training's (default: none)")
+    p.add_argument("--calibrate", choices=("none", "temperature", "bcts"), default="none",
+                   help="calibrate on the run's out-of-fold predictions before --adapt-priors: temperature, or "
+                   "bcts (temperature + per-class bias; recommended with em) (default: none)")
     p.add_argument("--batch-size", type=int, default=256, help="examples per inference batch (default: 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--trust-remote-code", action="store_true",

@@ -114,11 +114,21 @@ class REEncoder:
 
     def _encode_long(self, first: str | None, marked: Marked, record: Record):
         enc = self._tokenize(first, marked.text)
-        marked = self._shrink(first, marked, enc, record)
-        enc = self._tokenize(first, marked.text)
-        if len(enc["input_ids"]) > self.max_length:
-            # Re-tokenizing a cut text can shift a boundary token, or one entity alone is longer
-            # than the budget: truncate the tail (start markers come first in the kept text).
+        original = marked
+        # Re-tokenizing a cut text can add a token or two at the cut (a word piece becomes a
+        # word); shrink the budget by the excess and retry before falling back to a hard cut.
+        slack = 0
+        for _ in range(4):
+            marked, kind = self._shrink(first, original, enc, record, slack)
+            cut = self._tokenize(first, marked.text)
+            excess = len(cut["input_ids"]) - self.max_length
+            if excess <= 0:
+                enc = cut
+                setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+                break
+            slack += excess
+        else:
+            # One entity alone is longer than the budget: truncate the tail (start markers come first).
             self.stats.clipped += 1
             args = (first, marked.text) if first is not None else (marked.text,)
             enc = self.tokenizer(*args, return_offsets_mapping=True, max_length=self.max_length,
@@ -131,11 +141,12 @@ class REEncoder:
     def _text_tokens(self, enc, seg: int) -> list[tuple[int, int]]:
         return [off for off, s in zip(enc["offset_mapping"], enc.sequence_ids()) if s == seg]
 
-    def _shrink(self, first, marked: Marked, enc, record: Record) -> Marked:
-        """Cut the marked text to at most the token budget, keeping both entity spans."""
+    def _shrink(self, first, marked: Marked, enc, record: Record, slack: int = 0) -> tuple[Marked, str]:
+        """Cut the marked text to at most the token budget, keeping both entity spans.
+        Returns the cut text and how: 'windowed' or 'spliced'."""
         seg = 1 if first is not None else 0
         offsets = self._text_tokens(enc, seg)
-        budget = self.max_length - (len(enc["input_ids"]) - len(offsets))
+        budget = self.max_length - (len(enc["input_ids"]) - len(offsets)) - slack
         if budget < 8:
             raise DataError(f"record {record.id}: the first segment alone nearly fills max_length={self.max_length}")
         lo = min(marked.subj_span[0], marked.obj_span[0])
@@ -144,24 +155,22 @@ class REEncoder:
         b = max(i for i, (s, e) in enumerate(offsets) if s < hi) + 1
         text = marked.text
         if b - a <= budget:  # a contiguous window around both entities, context split evenly
-            self.stats.windowed += 1
             extra = budget - (b - a)
             a2 = max(0, a - extra // 2)
             b2 = min(len(offsets), a2 + budget)
             a2 = max(0, b2 - budget)
             cs, ce = offsets[a2][0], offsets[b2 - 1][1]
-            return Marked(text[cs:ce], _shift(marked.subj_span, -cs), _shift(marked.obj_span, -cs))
+            return Marked(text[cs:ce], _shift(marked.subj_span, -cs), _shift(marked.obj_span, -cs)), "windowed"
         # Entities too far apart: keep each marked span (start marker first), drop what lies between.
-        self.stats.spliced += 1
         first_span, second_span = sorted([marked.subj_span, marked.obj_span])
         if first_span[1] > second_span[0]:  # overlapping spans that are still too long: clip below
-            return marked
+            return marked, "spliced"
         piece1, piece2 = text[first_span[0]:first_span[1]], text[second_span[0]:second_span[1]]
         joined = piece1 + " … " + piece2
         off2 = len(piece1) + 3 - second_span[0]
         def move(span):
             return _shift(span, -first_span[0]) if span == first_span else _shift(span, off2)
-        return Marked(joined, move(marked.subj_span), move(marked.obj_span))
+        return Marked(joined, move(marked.subj_span), move(marked.obj_span)), "spliced"
 
 
 def _shift(span: tuple[int, int], by: int) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from rekit.config import ModelConfig
+from rekit.config import ModelConfig, TrainConfig
 from rekit.data.labels import LabelMap
 from rekit.encoding.markers import new_tokens
 from rekit.errors import RekitError
@@ -48,11 +49,23 @@ def _from_pretrained(loader, name: str, **kw):
         raise RekitError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
 
 
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+
+
 def load_tokenizer(cfg: ModelConfig, train_texts: Sequence[str], entity_types: Sequence[str]):
     """The tokenizer for training, with the marker scheme's new tokens added."""
     extra = new_tokens(cfg.marker, entity_types)
     if cfg.model == "scratch":
-        return scratch.train_tokenizer(train_texts, cfg.scratch_vocab_size, extra)
+        return scratch.train_tokenizer(train_texts, cfg.scratch_vocab_size, extra, kind=cfg.scratch_tokenizer)
     from transformers import AutoTokenizer
 
     tok = _from_pretrained(AutoTokenizer, cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -61,8 +74,13 @@ def load_tokenizer(cfg: ModelConfig, train_texts: Sequence[str], entity_types: S
     return tok
 
 
-def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothing: float = 0.0) -> REModel:
-    """A new REModel. Seed the RNGs before calling: initialisation draws random numbers."""
+def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothing: float = 0.0,
+                train: TrainConfig | None = None) -> REModel:
+    """A new REModel. Seed the RNGs before calling: initialisation draws random numbers.
+
+    With `train`, its loss (--loss, --label-smoothing, --focal-gamma) becomes the model's
+    loss_fn, and --augment mask installs dynamic token masking.
+    """
     from transformers import AutoConfig, AutoModel
 
     if cfg.model == "scratch":
@@ -75,12 +93,25 @@ def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothin
         config = _from_pretrained(AutoConfig, cfg.model, **kw)
         if getattr(config, "is_encoder_decoder", False):
             raise RekitError(f"{cfg.model} is an encoder-decoder model; rekit needs an encoder (BERT, RoBERTa, ELECTRA, ...)")
-        encoder = _from_pretrained(AutoModel, cfg.model, config=config, trust_remote_code=cfg.trust_remote_code)
+        # An encoder saved with an MLM head (e.g. by `rekit pretrain`) has head weights the bare encoder
+        # does not use, and no pooler (rekit's heads do not use it): transformers' load report about
+        # those would only alarm, so it is silenced for this one call.
+        with _quiet_transformers():
+            encoder = _from_pretrained(AutoModel, cfg.model, config=config, trust_remote_code=cfg.trust_remote_code)
         if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
             encoder.resize_token_embeddings(len(tokenizer))
     dropout = cfg.dropout if cfg.dropout is not None else float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
     spec = ModelSpec(cfg.head, len(label_map), cfg.marker, cfg.first_segment, cfg.max_length, dropout)
-    return REModel(encoder, spec, label_smoothing)
+    model = REModel(encoder, spec, label_smoothing)
+    if train is not None:
+        from rekit.data.augment import parse_augments
+        from rekit.training.augmentation import install_token_masking
+        from rekit.training.losses import make_loss
+
+        model.loss_fn = make_loss(train.loss, train.label_smoothing, train.focal_gamma)
+        if "mask" in parse_augments(train.augment):
+            install_token_masking(model, tokenizer, train.token_mask_prob)
+    return model
 
 
 def check_max_length(cfg: ModelConfig, model: REModel) -> None:

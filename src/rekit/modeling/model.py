@@ -8,6 +8,8 @@ rebuilds everything from those files: no pickle, no code from the directory unle
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -42,6 +44,11 @@ class REModel(nn.Module):
     def __init__(self, encoder: nn.Module, spec: ModelSpec, label_smoothing: float = 0.0):
         super().__init__()
         self.encoder = encoder
+        # The heads read hidden states, never the backbone's pooler: freeze it so it gets no
+        # optimizer state or weight decay, and DDP does not wait for gradients that never come.
+        for name, param in encoder.named_parameters():
+            if name.startswith("pooler."):
+                param.requires_grad_(False)
         self.spec = spec
         hidden = encoder.config.hidden_size
         self.head = HEADS[spec.head](hidden, spec.n_labels, spec.dropout)
@@ -57,13 +64,27 @@ class REModel(nn.Module):
         return logits, loss
 
     # -- persistence ----------------------------------------------------------------------
-    def save(self, directory: str | Path, tokenizer, label_map: LabelMap) -> None:
+    def save(self, directory: str | Path, tokenizer, label_map: LabelMap, weights: bool = True) -> None:
+        """Weights (unless weights=False), backbone config, tokenizer, labels, then rekit.json.
+
+        Every file is replaced atomically, and rekit.json comes last: a directory that has it
+        has a complete config and tokenizer (a resumed run reloads its tokenizer from there).
+        """
         d = Path(directory)
-        self.save_weights(d)
-        self.encoder.config.save_pretrained(d)
-        tokenizer.save_pretrained(d)
-        atomic_write_text(d / SPEC_FILE, json.dumps(asdict(self.spec), indent=2) + "\n")
+        d.mkdir(parents=True, exist_ok=True)
+        if weights:
+            self.save_weights(d)
+        # transformers writes in place: write into a temporary directory, then move file by file.
+        with tempfile.TemporaryDirectory(prefix=".save-", suffix=".tmp", dir=d) as tmp:
+            self.encoder.config.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            for f in sorted(Path(tmp).iterdir()):
+                if f.is_file():
+                    with open(f, "rb") as fh:
+                        os.fsync(fh.fileno())
+                    os.replace(f, d / f.name)
         label_map.save(d / LABELS_FILE)
+        atomic_write_text(d / SPEC_FILE, json.dumps(asdict(self.spec), indent=2) + "\n")
 
     def save_weights(self, directory: str | Path) -> None:
         """Only the weights, atomically (the best checkpoint is rewritten on every improvement)."""

@@ -3,6 +3,10 @@
 A run directory (README "The run directory"):
   config.yaml  labels.json  state.json  metrics.jsonl  summary.json  oof.csv
   fold-K/  model.safetensors config.json rekit.json labels.json tokenizer files result.json oof.safetensors
+           (+ train_state.json and its .safetensors while the fold trains)
+
+A fold is done when result.json and oof.safetensors exist. A resumed run (`resume=True`) skips
+done folds and continues the others from their saved training state (loop.fit).
 """
 
 from __future__ import annotations
@@ -25,8 +29,11 @@ from rekit.errors import ConfigError, DataError, RekitError
 from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
 from rekit.modeling.backbone import build_model, check_max_length, count_parameters, load_tokenizer
+from rekit.modeling.model import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
-from rekit.training import rundir
+from rekit.tracking import open_tracker
+from rekit.training import checkpoint, distributed, rundir
+from rekit.training.augmentation import training_features
 from rekit.training.folds import make_folds
 from rekit.training.loop import MetricsLog, fit
 
@@ -73,18 +80,38 @@ def tokenizer_corpus(records: list[Record], cfg: RunConfig) -> list[str]:
     return texts + [f for f in firsts if f]
 
 
-def train_cv(cfg: RunConfig, echo=print, callbacks=()) -> dict:
+def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> dict:
     """Run the whole K-fold training described by `cfg`; returns the summary (also on disk).
 
-    `callbacks(fold, row)` are called after every evaluation (see `loop.fit`).
+    `callbacks(fold, row)` are called after every evaluation (see `loop.fit`). With resume=True,
+    `cfg.train.output` is an existing run directory made with this config (`rekit train --resume`
+    reads it from there): done folds are kept, the others continue from their saved state.
     """
     t, m = cfg.train, cfg.model
-    run = rundir.create(t.output, t.overwrite)
-    rundir.write_state(run, "running")
+    tracker = open_tracker(cfg)  # --report-to: a missing backend fails here, before the run directory exists
+    dist, device_name = distributed.from_env(t.parallel, t.device)
+    if not dist.is_main:  # torchrun: the main process owns the run directory and its files
+        return _train_worker(cfg, dist, device_name, echo, callbacks, resume)
+    if resume:
+        run = rundir.reopen(t.output)
+        state = rundir.read_state(run)
+        if state.get("status") == "finished" and (run / "summary.json").is_file():
+            echo(f"{run} has finished already; nothing to resume")
+            return json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        rundir.remove_temp_files(run)
+        rundir.write_state(run, "running", resumed=int(state.get("resumed", 0)) + 1)
+    else:
+        run = rundir.create(t.output, t.overwrite)
+        atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
+        rundir.write_state(run, "running")
+    dist.barrier()  # the other processes may now read the run directory
     try:
-        summary = _train(cfg, run, echo, callbacks)
-    except KeyboardInterrupt:
-        rundir.write_state(run, "interrupted", reason="stopped by the user (Ctrl-C)")
+        with tracker.attached(run, cfg):
+            summary = _train(cfg, run, echo, [*callbacks, tracker], resume, dist, device_name)
+            tracker.log_summary(summary)
+    except KeyboardInterrupt as e:  # loop.TrainingInterrupted says where it stopped
+        rundir.write_state(run, "interrupted", reason=str(e) or "stopped by the user (Ctrl-C)",
+                           folds_done=rundir.folds_done(run))
         raise
     except RekitError as e:
         rundir.write_state(run, "failed", reason=str(e))
@@ -92,21 +119,84 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=()) -> dict:
     except Exception as e:  # noqa: BLE001 - record why, then let the traceback through
         rundir.write_state(run, "failed", reason=f"{type(e).__name__}: {e}")
         raise
+    finally:
+        distributed.shutdown(dist)
     return summary
 
 
-def _train(cfg: RunConfig, run: Path, echo, callbacks=()) -> dict:
+def _train_worker(cfg: RunConfig, dist, device_name: str, echo, callbacks, resume: bool) -> dict:
+    """A non-main torchrun process: its folds (or its share of every fold), no run-level files."""
+    dist.barrier()  # wait for the main process to create (or reopen) the run directory
+    try:
+        return _train(cfg, Path(cfg.train.output), lambda *a, **k: None, callbacks, resume, dist, device_name)
+    finally:
+        distributed.shutdown(dist)
+
+
+def check_same_data(cfg: RunConfig, run: Path, resume: bool) -> None:
+    """Record the training file's sha256; a resume refuses a file that changed since the start."""
+    path = cfg.data.train
+    if not path or not Path(path).is_file():
+        return  # read_training_data says what is wrong
+    digest = rundir.file_digest(path)
+    known = rundir.read_state(run).get("data_sha256")
+    if resume and known and known != digest:
+        raise ConfigError(f"{path} changed since {run} was started; resuming would mix two datasets. "
+                          "Start a new run (or restore the original file)")
+    rundir.write_state(run, "running", data_sha256=digest)
+
+
+def shared_tokenizer(cfg: RunConfig, run: Path, records: list[Record], resume: bool, dist):
+    """One tokenizer for all processes of a torchrun job: the main one builds and saves it, the
+    others load it (two scratch trainings of the same text can differ)."""
+    if not dist.active:
+        return run_tokenizer(cfg, run, records, resume)
+    path = run / "tokenizer"
+    if dist.is_main:
+        tok = run_tokenizer(cfg, run, records, resume)
+        tok.save_pretrained(path)
+    dist.barrier()
+    if dist.is_main:
+        return tok
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def run_tokenizer(cfg: RunConfig, run: Path, records: list[Record], resume: bool):
+    """The run's tokenizer. A resumed run reloads the one its folds used, from a fold directory
+    that REModel.save completed: a scratch tokenizer trained again can differ (the WordPiece
+    trainer breaks frequency ties arbitrarily), and hub files can change."""
+    if resume:
+        for d in sorted(run.glob("fold-*")):
+            if (d / SPEC_FILE).is_file():
+                from transformers import AutoTokenizer
+
+                try:
+                    return AutoTokenizer.from_pretrained(d, trust_remote_code=cfg.model.trust_remote_code)
+                except (OSError, ValueError) as e:
+                    raise RekitError(f"cannot reload the run's tokenizer from {d}: {str(e).splitlines()[0]}") from None
+    types = sorted({e.type for r in records for e in (r.subject, r.object)})
+    return load_tokenizer(cfg.model, tokenizer_corpus(records, cfg), types)
+
+
+def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
+           dist: distributed.Dist | None = None, device_name: str | None = None) -> dict:
     t, m = cfg.train, cfg.model
+    dist = dist or distributed.Dist()
     start = time.time()
-    atomic_write_text(run / "config.yaml", cfg.to_yaml())
+    if dist.is_main:
+        check_same_data(cfg, run, resume)
     records = read_training_data(cfg, echo)
     label_map = resolve_label_map(cfg, [r.label for r in records])
-    label_map.save(run / "labels.json")
-    device = resolve_device(t.device)
+    if resume and (run / "labels.json").is_file() and LabelMap.load(run / "labels.json").labels != label_map.labels:
+        raise ConfigError(f"the label set no longer matches {run / 'labels.json'}; start a new run")
+    if dist.is_main:
+        label_map.save(run / "labels.json")
+    device = resolve_device(device_name or t.device)
 
     seed_everything(t.seed)
-    types = sorted({e.type for r in records for e in (r.subject, r.object)})
-    tokenizer = load_tokenizer(m, tokenizer_corpus(records, cfg), types)
+    tokenizer = shared_tokenizer(cfg, run, records, resume, dist)
     encoder = REEncoder(tokenizer, m.marker, m.max_length, m.first_segment)
     feats = encoder.encode(records, label_map)
     echo(f"encoded {len(feats):,} examples ({m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
@@ -116,25 +206,43 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=()) -> dict:
         echo(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
              f"and are never validated: {', '.join(f'{k} ({v})' for k, v in folds.rare.items())}")
     todo = t.only_folds or list(range(len(folds.splits)))
+    done = set(rundir.folds_done(run))
+    if dist.active and dist.mode == "folds":
+        todo = [k for k in todo if dist.owns_fold(k)]
+        echo(f"fold-parallel over {dist.world} processes: this one trains folds {[k + 1 for k in todo]}")
+    if resume and dist.is_main:  # rows the resumed folds will write again (and a torn last line) go
+        rundir.prune_metrics(run, {k: checkpoint.saved_step(run / f"fold-{k}") for k in todo if k not in done})
     params = None
     for k in todo:
         tr, va = folds.splits[k]
         fold_dir = run / f"fold-{k}"
+        if k in done:
+            checkpoint.clear_state(fold_dir)  # in case a kill came between saving the fold and clearing it
+            echo(f"fold {k + 1}/{len(folds.splits)}: done in an earlier session, kept")
+            continue
+        if dist.is_main:
+            rundir.write_state(run, "running", fold=k, folds_done=sorted(done))
         seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
-        model = build_model(m, tokenizer, label_map, t.label_smoothing)
+        model = build_model(m, tokenizer, label_map, t.label_smoothing, train=t)  # loss, token masking
         check_max_length(m, model)
         params = count_parameters(model)
         echo(f"fold {k + 1}/{len(folds.splits)}: {len(tr):,} train / {len(va):,} valid, {params / 1e6:.1f}M parameters, {device}")
-        result = fit(model, tokenizer, label_map, feats.subset(tr), feats.subset(va), t, fold_dir,
-                     seed=t.seed + k, device=device, log=MetricsLog(run / "metrics.jsonl", fold=k),
+        result = fit(model, tokenizer, label_map, training_features(feats, tr, records, t, encoder, label_map),
+                     feats.subset(va), t, fold_dir,
+                     seed=t.seed + k, device=device, dist=dist,
+                     log=MetricsLog(run / "metrics.jsonl", fold=k) if dist.is_main or dist.mode == "folds" else None,
                      desc=f"fold {k + 1}/{len(folds.splits)}",
-                     callbacks=[lambda row, k=k, cb=cb: cb(k, row) for cb in callbacks])
-        rundir.save_fold(fold_dir, k, va, result, n_train=len(tr))
+                     callbacks=[lambda row, k=k, cb=cb: cb(k, row) for cb in callbacks], resume=resume, echo=echo)
+        if dist.is_main or dist.mode == "folds":  # the fold's owner records it
+            rundir.save_fold(fold_dir, k, va, result, n_train=len(tr), n_parameters=params)
+            checkpoint.clear_state(fold_dir)  # the fold is done: only its best checkpoint stays
+        done.add(k)
         best = result.best_metrics
         echo(f"fold {k + 1}: best {t.metric} {result.best_score:.4g} at epoch {result.best_epoch:g} "
              f"(micro-F1 {best.get('micro_f1', float('nan')):.2f}, AUPRC {best.get('auprc', float('nan')):.2f}, "
              f"accuracy {best.get('accuracy', float('nan')):.4f})" + (f"; {result.stopped}" if result.stopped else ""))
-        rundir.write_state(run, "running", folds_done=rundir.folds_done(run))
+        if dist.is_main:
+            rundir.write_state(run, "running", folds_done=rundir.folds_done(run))
         del model
         gc.collect()
         if device.type == "cuda":
@@ -142,6 +250,11 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=()) -> dict:
 
     extra = {"rare_classes": folds.rare, "encode": asdict(encoder.stats), "parameters": params,
              "n_records": len(records), "device": str(device), "train_seconds": round(time.time() - start, 1)}
+    if dist.active:
+        extra["processes"] = {"world_size": dist.world, "parallel": dist.mode}
+        dist.barrier()  # fold-parallel: wait for every process's folds before merging
+        if not dist.is_main:
+            return {"status": "worker", **extra}
     if len(rundir.folds_done(run)) < len(folds.splits):
         rundir.write_state(run, "partial", folds_done=rundir.folds_done(run))
         return {"status": "partial", **extra}
@@ -158,13 +271,20 @@ def finalize(run: Path, records: list[Record], label_map: LabelMap, extra: dict,
         idx, probs, result = rundir.load_fold(run / f"fold-{k}")
         oof[idx], fold_of[idx] = probs, k
         fold_rows.append(result)
+    if extra.get("parameters") is None:  # every fold was trained in an earlier session
+        extra["parameters"] = next((r["parameters"] for r in fold_rows if r.get("parameters")), None)
+    nonfinite = [r["fold"] for r in fold_rows if r.get("nonfinite")]
+    for r in fold_rows:
+        if r.get("nonfinite"):
+            echo(f"warning: fold {r['fold'] + 1} {r['stopped']}")
     held = fold_of >= 0
     y = np.asarray([label_map.label2id[r.label] for r in records])
     cv = evaluate(y[held], oof[held], label_map) if held.any() else {}
     per_class = per_class_report(y[held], oof[held].argmax(1), label_map) if held.any() else []
     rundir.write_oof(run / "oof.csv", records, fold_of, oof, label_map)
-    summary = {"status": "finished", "cv": cv, "folds": fold_rows, "per_class": per_class,
-               "labels": list(label_map.labels), "no_relation": label_map.no_relation, **extra}
+    summary = {"status": "finished", "cv": cv, "folds": fold_rows, "nonfinite_folds": nonfinite,
+               "per_class": per_class, "labels": list(label_map.labels), "no_relation": label_map.no_relation,
+               "resumed": int(rundir.read_state(run).get("resumed", 0)), **extra}
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     rundir.write_state(run, "finished", folds_done=rundir.folds_done(run))
     if cv:

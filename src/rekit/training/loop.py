@@ -4,14 +4,24 @@ The whole loop is `fit()`; helpers do one thing each. Gradient accumulation is e
 optimizer step's batch is drawn first and then cut into micro-batches, each weighted by its
 share of the step's examples, so `--grad-accum` changes memory use, not the optimisation
 (an epoch's short last batch is still one correctly scaled step).
+
+Surviving failures: the resumable training state (checkpoint.py) is saved at check points, so a
+killed fold restarts where it stopped and ends exactly where an uninterrupted one would (CPU,
+deterministic mode). A non-finite loss stops the fold with its best checkpoint kept; CUDA
+out-of-memory says what would fit (or retries with smaller micro-batches); Ctrl-C stops at the
+next step boundary with the state saved.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import signal
+import sys
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -22,11 +32,14 @@ from rekit.config import TrainConfig
 from rekit.data.labels import LabelMap
 from rekit.encoding.collate import Collator, bucket_batches, iterate
 from rekit.encoding.tokenize import Features
+from rekit.errors import ConfigError, RekitError
 from rekit.metrics import evaluate
 from rekit.modeling.inference import predict_proba
 from rekit.modeling.model import REModel
 from rekit.runtime import autocast, autocast_dtype
+from rekit.training import checkpoint
 from rekit.training.optim import make_optimizer, make_scheduler
+from rekit.training.step import compile_forward, pad_multiple, resolve_compile
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -40,10 +53,39 @@ class FitResult:
     best_probs: np.ndarray | None = None  # validation probabilities of the best checkpoint
     history: list[dict] = field(default_factory=list)
     stopped: str | None = None  # why training ended early, if it did
+    nonfinite: bool = False  # it ended on a non-finite loss (the best checkpoint before it is kept)
+    notes: list[str] = field(default_factory=list)  # things the user should know (an OOM retry)
+
+
+@dataclass
+class Progress:
+    """Where the loop is. With the model, optimizer, scheduler and RNG states: all a resume needs."""
+
+    step: int = 0  # optimizer steps done
+    accum: int = 1  # micro-batches per step (an OOM retry doubles it)
+    since_best: int = 0  # evaluations without improvement (patience)
+    loss_count: int = 0  # examples summed in `loss_sum` since the last evaluation
+    checked: int = 0  # last step at which the loss was seen finite
+    elapsed: float = 0.0  # seconds trained before this session (the metrics' `time` column)
+    epoch_rng: dict = field(default_factory=dict)  # batch-order RNG state when the current epoch began
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; the state was saved at a step boundary."""
+
+
+class OutOfMemory(RekitError):
+    """CUDA ran out of memory; the message says what would fit."""
+
+
+class NonFiniteLoss(RekitError):
+    """The loss became NaN/inf before there was any checkpoint to keep."""
 
 
 class MetricsLog:
-    """Append-only JSON Lines, flushed per line so a crash keeps every finished evaluation."""
+    """Append-only JSON Lines, flushed per line so a crash keeps every finished evaluation.
+
+    A kill can tear the last line; `rundir.prune_metrics` drops it (and replayed rows) on resume."""
 
     def __init__(self, path: Path, **fixed):
         self.path, self.fixed = path, fixed
@@ -74,99 +116,314 @@ def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg
     return metrics, probs
 
 
+def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> str:
+    """What would fit after a CUDA OOM in the forward/backward pass, as flags to pass."""
+    micro = -(-cfg.batch_size // accum)
+    fits = [a for a in range(2 * accum, cfg.batch_size + 1) if cfg.batch_size % a == 0]
+    options = []
+    if fits:
+        options.append(f"--grad-accum {fits[0]} (micro-batch {cfg.batch_size // fits[0]}, same effective batch "
+                       f"of {cfg.batch_size})")
+    if cfg.batch_size > 1:
+        options.append(f"--batch-size {cfg.batch_size // 2}")
+    if max_length > 16:
+        options.append(f"--max-length {max(16, max_length // 2)}")
+    retry = "" if cfg.oom_retry else "; --oom-retry halves the micro-batch by itself"
+    return (f"micro-batch of {micro} examples up to {longest} tokens (--batch-size {cfg.batch_size}, "
+            f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")
+
+
+def release_cuda_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """While training: the first Ctrl-C (or SIGTERM, e.g. a scheduler's preemption) asks the loop to
+    stop at the next step boundary, saving its state; a second one aborts at once."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+        sys.stderr.write(f"\nrekit: {requested[0]}: stopping after this step and saving the training state "
+                         "(Ctrl-C again to abort now)\n")
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
 def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: Features,
         cfg: TrainConfig, fold_dir: Path, seed: int, device: torch.device,
-        log: MetricsLog | None = None, desc: str = "train", callbacks=()) -> FitResult:
+        log: MetricsLog | None = None, desc: str = "train", callbacks=(), resume: bool = False,
+        echo=None, dist=None) -> FitResult:
     """Train `model` on `train`, select on `valid`, save the best weights in `fold_dir`.
 
     `callbacks` are called with each evaluation's row (a dict, as written to metrics.jsonl);
     one may raise to stop the run (e.g. an HPO pruner).
+
+    The training state is saved in `fold_dir` at every epoch end, every `cfg.save_every` steps and
+    with every new best checkpoint (never with save_every=-1); with `resume=True` a saved state is
+    continued. The caller removes it (`checkpoint.clear_state`) once the fold's results are saved.
+
+    `dist` (training.distributed.Dist) with mode "ddp": every process runs this same loop on its
+    share of each step's batch under DistributedDataParallel; evaluation decisions are identical
+    on all processes (same weights, same validation set) and only the main process writes files.
+    Every evaluation row also reports the training throughput since the previous evaluation.
     """
+    if cfg.save_every < -1:
+        raise ConfigError(f"--save-every must be >= -1 (-1: never), got {cfg.save_every}")
+    stateful = cfg.save_every >= 0
+    echo = echo or tqdm.write
+    fold_dir = Path(fold_dir)
     model.to(device).train()
+    ddp = dist is not None and dist.active and dist.mode == "ddp"
+    main = not ddp or dist.is_main  # this process writes the fold's files (fold-parallel: each its own)
+    net = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    compile_mode = resolve_compile(cfg.compile, device)
+    forward = compile_forward(net, compile_mode)
     amp_dtype = autocast_dtype(cfg.precision, device)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed)  # batch order; its state is part of the saved state
     lengths = train.lengths()
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     optimizer = make_optimizer(model, cfg, device)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
-    collator = Collator(train, tokenizer.pad_token_id, multiple_of=8 if device.type == "cuda" else 1)
-    model.save(fold_dir, tokenizer, label_map)  # tokenizer, config and spec now; weights on improvement
+    collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device))
+    if main:
+        model.save(fold_dir, tokenizer, label_map, weights=False)  # the weights come with the first evaluation
+    shape = {"n_train": len(train), "n_valid": len(valid), "steps_per_epoch": steps_per_epoch,
+             "total_steps": total_steps, "seed": seed}
 
     result = FitResult(best_score=float("inf") if cfg.metric in LOWER_IS_BETTER else float("-inf"))
-    since_best, step, t0 = 0, 0, time.time()
+    p = Progress(accum=cfg.grad_accum)
     loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-    loss_count = 0
-    bar = tqdm(total=total_steps, desc=desc, disable=not cfg.progress, dynamic_ncols=True, leave=False)
+    saved = checkpoint.load_state(fold_dir) if resume else None
+    if saved is not None:
+        if saved["shape"] != shape:
+            raise RekitError(f"{fold_dir / checkpoint.STATE_FILE} was saved for another split or schedule "
+                             f"({saved['shape']}, now {shape}); delete it to restart this fold")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        if scaler is not None and saved["scaler"]:
+            scaler.load_state_dict(saved["scaler"])
+        checkpoint.restore_rng(saved["rng"])
+        p = Progress(**saved["progress"])
+        p.accum = max(p.accum, cfg.grad_accum)  # an OOM retry's accumulation, or a larger one asked for now
+        rng.bit_generator.state = p.epoch_rng
+        loss_sum = saved["loss_sum"].to(device)
+        result = FitResult(**saved["result"])
+        if result.best_step == p.step and result.best_probs is not None:
+            # Saved at a new best, which is written after the state: the kill may have come between.
+            model.save_weights(fold_dir)
+        echo(f"{desc}: resuming at step {p.step}/{total_steps} (epoch {p.step / steps_per_epoch:.3g}); "
+             f"best {cfg.metric} so far {result.best_score:.4g} at step {result.best_step}")
+    t0 = time.time() - p.elapsed
+    saved_at = p.step if saved is not None else -1
+    phase = "training"
+    seg = {"t": time.perf_counter(), "samples": 0, "tokens": 0}  # throughput since the last evaluation
+
+    def step_batches():
+        """The remaining steps' batches; each epoch's order is drawn when it begins."""
+        for epoch in range(p.step // steps_per_epoch, cfg.epochs):
+            p.epoch_rng = rng.bit_generator.state  # a mid-epoch resume redraws this epoch from here
+            batches = bucket_batches(lengths, cfg.batch_size, rng)
+            if ddp and len(batches) > 1 and len(batches[-1]) < dist.world:
+                batches[-2:] = [batches[-2] + batches[-1]]  # every process needs a share of every step
+            yield from batches[p.step - epoch * steps_per_epoch :]
+
+    def accumulate(step_batch: list[int]) -> torch.Tensor:
+        """Forward/backward over the step's micro-batches; the summed loss as a device tensor."""
+        parts = micro_batches(dist.shard(step_batch) if ddp else step_batch, p.accum)
+        # DDP averages gradients over processes: scale so the result is the mean over the whole step.
+        world = dist.world if ddp else 1
+        total = torch.zeros((), device=device)
+        for j, (part, batch) in enumerate(zip(parts, iterate(train, parts, collator, device))):
+            sync_now = not ddp or j == len(parts) - 1  # all-reduce once, with the last micro-batch
+            with contextlib.nullcontext() if sync_now else net.no_sync():
+                if compile_mode == "reduce-overhead":
+                    torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are dead
+                with autocast(device, amp_dtype):
+                    _, loss = forward(**batch)
+                scaled = loss * (len(part) * world / len(step_batch))  # exact mean over the step's examples
+                (scaler.scale(scaled) if scaler else scaled).backward()
+            total += loss.detach() * len(part)
+        return total
+
+    def train_step(step_batch: list[int]) -> None:
+        nonlocal loss_sum
+        while True:
+            try:
+                step_loss = accumulate(step_batch)
+                break
+            except torch.cuda.OutOfMemoryError:
+                pass  # handled below, outside `except`: the exception's frames pin the activations
+            optimizer.zero_grad(set_to_none=True)  # drop the partial step
+            release_cuda_memory(device)
+            longest = max(lengths[i] for i in step_batch)
+            advice = oom_advice(cfg, p.accum, longest, model.spec.max_length)
+            if not cfg.oom_retry or -(-len(step_batch) // p.accum) == 1:
+                raise OutOfMemory(f"{desc}: CUDA ran out of memory at step {p.step + 1} with a {advice}")
+            p.accum *= 2
+            note = (f"CUDA out of memory at step {p.step + 1}: continued with --grad-accum {p.accum} "
+                    f"(micro-batch {-(-cfg.batch_size // p.accum)}, same effective batch of {cfg.batch_size})")
+            result.notes.append(note)
+            echo(f"{desc}: {note}")
+        if scaler:
+            scaler.unscale_(optimizer)
+        if cfg.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        loss_sum += step_loss
+        p.loss_count += len(dist.shard(step_batch)) if ddp else len(step_batch)
+        seg["samples"] += len(step_batch)
+        seg["tokens"] += sum(lengths[i] for i in step_batch)
+
+    def stop_nonfinite() -> None:
+        where = f"between steps {p.checked} and {p.step}"
+        if result.best_probs is None:
+            raise NonFiniteLoss(f"{desc}: the training loss became non-finite {where}, before the first "
+                                "evaluation, so there is no checkpoint to keep; lower --lr, raise --warmup-ratio "
+                                "or use --precision fp32")
+        result.stopped = (f"non-finite training loss {where}; stopped this fold and kept the best checkpoint "
+                          f"(step {result.best_step}, {cfg.metric} {result.best_score:.4g})")
+        result.nonfinite = True
+        echo(f"{desc}: {result.stopped}")
 
     def run_eval(epoch: float) -> bool:
-        """Evaluate, log, keep the best. Returns True when training should stop."""
-        nonlocal since_best, loss_sum, loss_count
-        train_loss = (loss_sum / max(1, loss_count)).item()  # one host sync per evaluation
-        loss_sum, loss_count = torch.zeros((), device=device), 0
+        """Evaluate, log, track the best. Returns True on a new best (its weights are not saved yet)."""
+        nonlocal loss_sum
+        train_loss = global_loss()  # one host sync per evaluation
+        seconds = time.perf_counter() - seg["t"]
+        loss_sum, p.loss_count = torch.zeros((), device=device), 0
         metrics, probs = evaluate_split(model, valid, label_map, tokenizer.pad_token_id, cfg, device, amp_dtype)
         model.train()
-        row = {"epoch": round(epoch, 3), "step": step, "lr": scheduler.get_last_lr()[0],
+        if not np.isfinite(probs).all():  # finite loss but broken weights (the last update overflowed)
+            stop_nonfinite()
+            return False
+        p.checked = p.step
+        row = {"epoch": round(epoch, 3), "step": p.step, "lr": scheduler.get_last_lr()[0],
                "train_loss": train_loss, "valid_loss": metrics["loss"],
                **{k: metrics[k] for k in ("micro_f1", "auprc", "accuracy", "macro_f1")},
-               "time": round(time.time() - t0, 2)}
+               "time": round(time.time() - t0, 2), "train_samples": seg["samples"], "train_tokens": seg["tokens"],
+               "train_seconds": round(seconds, 4), "samples_per_s": round(seg["samples"] / max(seconds, 1e-9), 1)}
         result.history.append(row)
-        if log:
+        if log and main:
             log.write(row)
         for callback in callbacks:
             callback(row)
         bar.set_postfix(loss=f"{train_loss:.3f}", vloss=f"{metrics['loss']:.3f}", acc=f"{metrics['accuracy']:.3f}",
                         f1=f"{metrics['micro_f1']:.1f}", auprc=f"{metrics['auprc']:.1f}")
-        if not math.isfinite(train_loss):
-            result.stopped = f"non-finite training loss at step {step}; kept the best checkpoint so far"
-            return True
         score = metrics[cfg.metric]
         if better(score, result.best_score, cfg.metric) or result.best_probs is None:
-            result.best_score, result.best_epoch, result.best_step = score, epoch, step
+            result.best_score, result.best_epoch, result.best_step = score, epoch, p.step
             result.best_metrics, result.best_probs = row, probs
-            model.save_weights(fold_dir)
-            since_best = 0
-        else:
-            since_best += 1
-            if cfg.patience and since_best >= cfg.patience:
-                result.stopped = f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations"
-                return True
+            p.since_best = 0
+            return True
+        p.since_best += 1
+        if cfg.patience and p.since_best >= cfg.patience:
+            result.stopped = f"early stop: no {cfg.metric} improvement in {cfg.patience} evaluations"
         return False
 
-    for epoch in range(cfg.epochs):
-        steps = [micro_batches(b, cfg.grad_accum) for b in bucket_batches(lengths, cfg.batch_size, rng)]
-        stream = iterate(train, [m for parts in steps for m in parts], collator, device)
-        for parts in steps:
-            n_step = sum(map(len, parts))
-            for part in parts:
-                batch = next(stream)
-                with autocast(device, amp_dtype):
-                    _, loss = model(**batch)
-                scaled = loss * (len(part) / n_step)  # exact mean over the step's examples
-                (scaler.scale(scaled) if scaler else scaled).backward()
-                loss_sum += loss.detach() * len(part)
-                loss_count += len(part)
-            if scaler:
-                scaler.unscale_(optimizer)
-            if cfg.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            bar.update(1)
-            if cfg.eval_every and step % cfg.eval_every == 0 and step % steps_per_epoch:
-                if run_eval(step / steps_per_epoch):
+    def global_loss() -> float:
+        """Mean training loss since the last evaluation, over all processes under DDP."""
+        if not ddp:
+            return (loss_sum / max(1, p.loss_count)).item()
+        t = torch.stack([loss_sum.float(), torch.tensor(float(p.loss_count), device=device)])
+        torch.distributed.all_reduce(t)
+        return (t[0] / t[1].clamp(min=1)).item()
+
+    def save_state() -> None:
+        nonlocal saved_at
+        if not main:  # one copy of the state (the weights are the same on every process)
+            saved_at = p.step
+            return
+        p.elapsed = time.time() - t0
+        # At an epoch end the batch RNG already stands where the next epoch begins.
+        epoch_rng = rng.bit_generator.state if p.step % steps_per_epoch == 0 else p.epoch_rng
+        progress = {f.name: getattr(p, f.name) for f in fields(p)} | {"epoch_rng": epoch_rng}
+        checkpoint.save_state(fold_dir, p.step, {
+            "shape": shape, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "rng": checkpoint.capture_rng(), "progress": progress, "loss_sum": loss_sum,
+            "result": {f.name: getattr(result, f.name) for f in fields(result)}})
+        saved_at = p.step
+
+    def interrupted(signame: str) -> TrainingInterrupted:
+        if stateful and saved_at != p.step:
+            save_state()
+        saved_note = "the training state is saved" if stateful else "no training state (--save-every -1)"
+        return TrainingInterrupted(f"stopped by {signame} at step {p.step}/{total_steps} of {desc}; {saved_note}")
+
+    bar = tqdm(total=total_steps, initial=p.step, desc=desc, disable=not cfg.progress, dynamic_ncols=True, leave=False)
+    oom = False
+    try:
+        with stop_on_signal() as stop:
+            for step_batch in step_batches() if result.stopped is None else ():
+                phase = "training"
+                train_step(step_batch)
+                p.step += 1
+                bar.update(1)
+                epoch_end = p.step % steps_per_epoch == 0
+                do_eval = epoch_end or (cfg.eval_every and p.step % cfg.eval_every == 0)
+                do_save = stateful and (epoch_end or (cfg.save_every > 0 and p.step % cfg.save_every == 0) or stop)
+                if not (do_eval or do_save or stop):
+                    continue  # the hot path: no host sync
+                if not math.isfinite(global_loss() if ddp else loss_sum.item()):  # one host sync per check point
+                    stop_nonfinite()
                     break
-        else:
-            if run_eval(epoch + 1.0):
-                break
-            continue
-        break
-    bar.close()
+                p.checked = p.step
+                improved = False
+                if do_eval:
+                    phase = "evaluation"
+                    improved = run_eval(p.step / steps_per_epoch)
+                if result.nonfinite:
+                    break
+                if stateful and (do_save or improved):
+                    save_state()  # first the state, then the new best's weights (see the resume above)
+                if improved and main:
+                    model.save_weights(fold_dir)
+                if stop:
+                    raise interrupted(stop[0])
+                if result.stopped:
+                    break
+                seg.update(t=time.perf_counter(), samples=0, tokens=0)  # evaluation and saving are not training time
+            if stop:  # arrived during the fold's last step
+                raise interrupted(stop[0])
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # raised below, outside `except`, so the failed step's memory can be freed
+    finally:
+        bar.close()
+    if oom:
+        release_cuda_memory(device)
+        if phase == "evaluation":
+            raise OutOfMemory(f"{desc}: CUDA ran out of memory evaluating at step {p.step} "
+                              f"(--eval-batch-size {cfg.eval_batch_size}); try --eval-batch-size "
+                              f"{max(1, cfg.eval_batch_size // 2)}")
+        raise OutOfMemory(f"{desc}: CUDA ran out of memory in the optimizer step at step {p.step + 1}; "
+                          f"try a smaller model, --batch-size {max(1, cfg.batch_size // 2)} or --max-length "
+                          f"{max(16, model.spec.max_length // 2)}")
     return result

@@ -1,10 +1,16 @@
-"""The run directory on disk: creation, state, per-fold results, out-of-fold file."""
+"""The run directory on disk: creation, state, per-fold results, out-of-fold file.
+
+Every file is written atomically (rekit.io), except metrics.jsonl, which is appended one line at
+a time; a resumed run drops its torn last line and the rows of the replayed steps (`prune_metrics`).
+"""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -16,6 +22,9 @@ from rekit.errors import ConfigError
 from rekit.io import atomic_path, atomic_write_text
 
 STATE, RESULT, FOLD_OOF = "state.json", "result.json", "oof.safetensors"
+CONFIG, METRICS = "config.yaml", "metrics.jsonl"
+# Facts about the run itself, carried over from one state.json to the next.
+_KEPT = ("started", "data_sha256", "resumed")
 
 
 def create(output: str | None, overwrite: bool) -> Path:
@@ -26,17 +35,30 @@ def create(output: str | None, overwrite: bool) -> Path:
         raise ConfigError(f"--output {run} exists and is not a directory")
     if run.is_dir() and any(run.iterdir()):
         if not overwrite:
-            raise ConfigError(f"run directory {run} is not empty; pass --overwrite to replace it")
-        import shutil
-
+            raise ConfigError(f"run directory {run} is not empty; pass --overwrite to replace it "
+                              f"(or --resume {run} to continue it)")
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     return run
 
 
+def reopen(output: str | None) -> Path:
+    """An existing run directory to resume."""
+    if not output:
+        raise ConfigError("no run directory to resume: pass --resume RUN_DIR")
+    run = Path(output)
+    if not (run / CONFIG).is_file():
+        raise ConfigError(f"{run} is not a rekit run directory (no {CONFIG}); nothing to resume")
+    return run
+
+
 def write_state(run: Path, status: str, **info) -> None:
-    """running / partial / finished / failed / interrupted, with folds done and a reason."""
-    state = {"status": status, "updated": time.strftime("%Y-%m-%dT%H:%M:%S"), **info}
+    """running / partial / finished / failed / interrupted / pruned, with folds done, the current
+    fold and a reason. `started`, `data_sha256` and `resumed` carry over from the previous state."""
+    old = read_state(run)
+    kept = {k: old[k] for k in _KEPT if k in old and k not in info}
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    state = {"status": status, "updated": now, "started": now, **kept, **info}
     atomic_write_text(run / STATE, json.dumps(state, ensure_ascii=False) + "\n")
 
 
@@ -47,14 +69,17 @@ def read_state(run: Path) -> dict:
         return {}
 
 
-def save_fold(fold_dir: Path, k: int, valid_idx: np.ndarray, result, n_train: int) -> None:
+def save_fold(fold_dir: Path, k: int, valid_idx: np.ndarray, result, n_train: int,
+              n_parameters: int | None = None) -> None:
+    """The fold's out-of-fold probabilities, then result.json: with both present the fold is done."""
     from safetensors.numpy import save_file
 
     with atomic_path(fold_dir / FOLD_OOF) as tmp:
         save_file({"index": np.asarray(valid_idx, dtype=np.int64),
                    "probs": np.asarray(result.best_probs, dtype=np.float32)}, str(tmp))
     row = {"fold": k, "n_train": n_train, "n_valid": int(len(valid_idx)), "best_epoch": result.best_epoch,
-           "best_step": result.best_step, "best": result.best_metrics, "stopped": result.stopped}
+           "best_step": result.best_step, "best": result.best_metrics, "stopped": result.stopped,
+           "nonfinite": result.nonfinite, "notes": result.notes, "parameters": n_parameters}
     atomic_write_text(fold_dir / RESULT, json.dumps(row, indent=2) + "\n")
 
 
@@ -76,6 +101,52 @@ def folds_done(run: Path) -> list[int]:
 
 def fold_dirs(run: Path) -> list[Path]:
     return [run / f"fold-{k}" for k in folds_done(run)]
+
+
+def file_digest(path: str | Path) -> str:
+    """sha256 of a file, so a resumed run can tell that its training data changed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def prune_metrics(run: Path, keep_until: dict[int, int | None]) -> int:
+    """Before a resume: drop metrics.jsonl rows the resumed folds will write again.
+
+    `keep_until` maps each fold that will train to the step its saved state reached (None: it
+    restarts from scratch); its later rows go. Rows of other folds stay; a torn last line (a
+    kill mid-write) goes. Returns the number of lines dropped.
+    """
+    path = run / METRICS
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+            fold, step = int(row["fold"]), int(row["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped += 1
+            continue
+        if fold in keep_until and (keep_until[fold] is None or step > keep_until[fold]):
+            dropped += 1
+            continue
+        kept.append(line)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return dropped
+
+
+def remove_temp_files(run: Path) -> None:
+    """Leftovers of writes a kill interrupted (rekit.io's `.NAME.*.tmp` files, model.save's temp dirs)."""
+    for d in (run, *run.glob("fold-*")):
+        for p in d.glob(".*.tmp"):
+            if p.is_dir():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
 
 
 def probs_cell(p: np.ndarray) -> str:

@@ -149,6 +149,8 @@ def to_offset(value: object, key: str, which: str) -> int:
         return value
     elif isinstance(value, float) and value.is_integer():
         return int(value)  # pandas writes 24.0 when a column once held a NaN
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)  # the common case in TSV files and string-offset CSVs
     elif isinstance(value, str) and _INT.fullmatch(value):
         return int(float(value)) if "." in value else int(value)
     raise RowProblem(f"{which} {key} is {_short(value)}, not an integer offset")

@@ -1,0 +1,527 @@
+"""Quality on KLUE-RE without a pretrained backbone: the whole comparison in one command.
+
+Trains on KLUE-RE train, scores KLUE-RE dev (dev labels are used for scoring only; dev
+*sentences*, unlabeled, are part of the MLM pretraining text, as a user may add unlabeled test
+sentences with `rekit pretrain --extra-text`). Rows, side by side in one run:
+
+  (a) the community HF-Trainer recipe, scratch bert-base (benchmarks/community_recipe.py)
+  (b) the type-pair majority rule (rekit.baselines.TypePairMajority)
+  (c) rekit single model: `rekit pretrain` + `rekit train` fold 0, alone on dev
+  (d) rekit 5-fold ensemble (the five folds of the same run)
+
+plus ablations, each one change to (c) on fold 0 (pretraining, input/markers, head, tokenizer,
+loss, augmentations), and prior adaptation (`--adapt-priors em`) on (c) and (d). Jobs run as
+subprocesses, several at a time on one GPU, optional ones only while the time budget allows.
+
+    python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 9          # GPU
+    python benchmarks/klue_re_quality.py --out /tmp/q --smoke                   # CPU, seconds
+
+Writes OUT/quality.json, OUT/quality.md (a BENCHMARKS.md-ready table) and OUT/logs.txt (the end
+of every job's log); models, runs and full logs go to --work (default OUT/work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from jobs import Job, run_inline, run_jobs  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data" / "klue-re"
+
+# The offline recipe (GPU). Pretraining: MLM on train + dev sentences; fine-tuning: typed entity
+# markers (punct) read by the entity-start head. Every ablation changes one thing of "finetune".
+RECIPE = {
+    "size": "medium", "vocab": 12000,
+    "pretrain": {"epochs": 40, "lr": 1e-4, "batch_size": 128, "masking": "word", "max_length": 256},
+    "finetune": {"epochs": 6, "lr": 1e-4, "batch_size": 32, "warmup_ratio": 0.1, "dropout": 0.1,
+                 "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
+                 "max_length": 256, "metric": "micro_f1", "folds": 5},
+}
+SMOKE = {
+    "size": "tiny", "vocab": 1500,
+    "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 32, "masking": "word", "max_length": 96},
+    "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 32, "warmup_ratio": 0.1, "dropout": 0.1,
+                 "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
+                 "max_length": 96, "metric": "micro_f1", "folds": 2},
+}
+# name -> (what changes, flag overrides of the fold-0 fine-tune, pretraining variant or None).
+# In priority order: optional jobs start in this order while the budget allows.
+ABLATIONS = {
+    "no_pretraining": ("pretraining: none (random init, lr 3e-4 as the issue's probe)",
+                       {"model": "scratch", "lr": "3e-4"}, None),
+    "morpheme": ("tokenizer: morpheme vocabulary instead of WordPiece", {}, "morpheme"),
+    "input_community": ("input: no markers, 'subj[SEP]obj' + sentence, [CLS] head",
+                        {"marker": "none", "first_segment": "entities", "head": "cls"}, None),
+    "focal": ("loss: focal (gamma 2)", {"loss": "focal"}, None),
+    "aug_swap_entity": ("augmentation: subject/object swap + same-type entity replacement",
+                        {"augment": "swap,entity"}, None),
+    "aug_mask": ("augmentation: random token masking (10 %)", {"augment": "mask"}, None),
+    "head_cls": ("head: [CLS] instead of entity starts (markers kept)", {"head": "cls"}, None),
+    "query": ("input: Korean query first segment", {"first_segment": "query"}, None),
+    "label_smoothing": ("loss: label smoothing 0.1", {"label_smoothing": "0.1"}, None),
+    "aug_punct": ("augmentation: punctuation insertion (AEDA)", {"augment": "punct"}, None),
+    "pretrain_train_only": ("pretraining text: train sentences only (no dev sentences)", {}, "train_only"),
+}
+SMOKE_ABLATIONS = ("no_pretraining", "focal")
+
+
+def rekit(*args: str) -> list[str]:
+    return [sys.executable, "-m", "rekit.cli", *args]
+
+
+def pretrain_cmd(r: dict, train: str, extra: list[str], out: Path, max_minutes: float, tokenizer: str) -> list[str]:
+    """`tokenizer`: wordpiece, morpheme (built here with kiwipiepy) or a saved tokenizer directory."""
+    p = r["pretrain"]
+    tok = ["--scratch-tokenizer", tokenizer] if tokenizer in ("wordpiece", "morpheme") else ["--tokenizer", tokenizer]
+    cmd = rekit("pretrain", "--train", train, "--output", str(out), "--overwrite", "--scratch-size", r["size"],
+                "--scratch-vocab-size", str(r["vocab"]), *tok, "--epochs", str(p["epochs"]),
+                "--lr", str(p["lr"]), "--batch-size", str(p["batch_size"]), "--masking", p["masking"],
+                "--max-length", str(p["max_length"]), "--max-minutes", f"{max_minutes:.2f}", "--no-progress")
+    return cmd + (["--extra-text", *extra] if extra else [])
+
+
+def finetune_cmd(r: dict, model: str, train: str, out: Path, fold: int, **over: str) -> list[str]:
+    f = {**r["finetune"], **over}
+    cmd = rekit("train", "--train", train, "--output", str(out), "--overwrite", "--model", model,
+                "--scratch-size", r["size"], "--scratch-vocab-size", str(r["vocab"]), "--folds", str(f["folds"]),
+                "--only-folds", str(fold), "--no-progress", "--eval-batch-size", "512")
+    for key in ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
+                "max_length", "metric", "loss", "augment", "label_smoothing"):
+        if key in f:
+            cmd += [f"--{key.replace('_', '-')}", str(f[key])]
+    return cmd
+
+
+def matched_pretrain(r: dict, train: str, extra: list[str], out: Path, tokenizer: str, main_dir: Path):
+    """A pretraining variant run for as many epochs as the main pretraining managed in its time
+    budget (read when the variant starts), so the comparison is like for like."""
+    def cmd() -> list[str]:
+        done = _read_json(main_dir / "pretrain.json") or {}
+        epochs = max(1, int(done.get("epochs_run") or r["pretrain"]["epochs"]))
+        q = {**r, "pretrain": {**r["pretrain"], "epochs": epochs}}
+        return pretrain_cmd(q, train, extra, out, 60.0, tokenizer)  # generous cap: same epochs matter
+    return cmd
+
+
+def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
+    """The job list in priority order: the rows first, then ablations."""
+    budget = args.budget_minutes * 60
+    pre_minutes = max(0.2, min(args.pretrain_minutes, 0.35 * args.budget_minutes))
+    ft_estimate = 30.0 if args.smoke else args.finetune_estimate
+    pre_estimate = pre_minutes * 60 + 40
+    jobs = [Job("pretrain", pretrain_cmd(r, train, [dev], work / "enc-main", pre_minutes, "wordpiece"),
+                estimate=pre_estimate, required=True)]
+    if not args.no_community:
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "community_recipe.py"), "--train", train, "--dev", dev,
+               "--out", str(work / "community"), "--precision", args.community_precision]
+        cmd += ["--smoke", "--epochs", "1", "--max-length", "64"] if args.smoke else []
+        jobs.append(Job("community", cmd, estimate=budget, required=True))
+    folds = r["finetune"]["folds"]
+    for k in range(folds):
+        jobs.append(Job(f"fold{k}", finetune_cmd(r, str(work / "enc-main"), train, work / f"run-fold{k}", k),
+                        after=["pretrain"], estimate=ft_estimate, required=True))
+    if args.ablations:
+        names = () if args.ablations == "none" else tuple(x.strip() for x in args.ablations.split(",") if x.strip())
+    else:
+        names = SMOKE_ABLATIONS if args.smoke else tuple(ABLATIONS)
+    # The morpheme vocabulary: a prebuilt one (`rekit pretrain --tokenizer-only --scratch-tokenizer
+    # morpheme`, where kiwipiepy is installed) or built here if kiwipiepy is importable.
+    morph = args.morpheme_tokenizer if args.morpheme_tokenizer and Path(args.morpheme_tokenizer).is_dir() else (
+        "morpheme" if importlib.util.find_spec("kiwipiepy") else None)
+    for name in names:
+        _, over, variant = ABLATIONS[name]
+        if variant == "morpheme" and morph is None:
+            continue
+        after, model = ["pretrain"], str(work / "enc-main")
+        if variant:
+            enc = work / f"enc-{variant}"
+            extra = [] if variant == "train_only" else [dev]
+            tok = morph if variant == "morpheme" else "wordpiece"
+            jobs.append(Job(f"pretrain_{variant}", matched_pretrain(r, train, extra, enc, tok, work / "enc-main"),
+                            after=["pretrain"], estimate=pre_estimate))
+            after, model = [f"pretrain_{variant}"], str(enc)
+        early = over.get("model") == "scratch"  # needs no pretraining: may share the GPU with it
+        if early:
+            after, model = [], "scratch"
+        over = {k: v for k, v in over.items() if k != "model"}
+        jobs.append(Job(f"abl_{name}", finetune_cmd(r, model, train, work / f"abl-{name}", 0, **over),
+                        after=after, estimate=ft_estimate, early=early))
+    return jobs
+
+
+# -- scoring ---------------------------------------------------------------------------------
+def scores(y, probs, label_map) -> dict:
+    from rekit.metrics import evaluate
+
+    m = evaluate(y, probs, label_map)
+    return {k: round(float(m[k]), 4 if k == "accuracy" else 2) for k in ("micro_f1", "auprc", "accuracy")}
+
+
+def model_ready(d: Path) -> bool:
+    return (d / "model.safetensors").is_file() and (d / "rekit.json").is_file()
+
+
+def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[int]]:
+    """Each model's dev probabilities (dev encoded once per tokenizer) and parameter counts."""
+    from rekit.ensemble import Ensemble
+
+    ens = Ensemble(dirs, device=device, batch_size=512, keep_loaded=False)
+    probs = ens.member_probas(dev_records)
+    from safetensors import safe_open
+
+    params = []
+    for d in dirs:
+        with safe_open(str(d / "model.safetensors"), "np") as f:
+            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))
+    return probs, params
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def oof_of(dirs: list[Path], y_train):
+    """(probs, labels) of the folds' out-of-fold predictions (training rows only), or None."""
+    import numpy as np
+
+    from rekit.training import rundir
+
+    ps, ys = [], []
+    for d in dirs:
+        if (d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file():
+            idx, probs, _ = rundir.load_fold(d)
+            ps.append(probs)
+            ys.append(y_train[idx])
+    return (np.concatenate(ps), np.concatenate(ys)) if ps else None
+
+
+def typepair_mixture(dirs: list[Path], train, y_train, label_map):
+    """Mixture weights (network, type-pair rule) maximising the OOF likelihood. The rule's OOF
+    probabilities come from rules fit on each fold's training rows only. -> weights (2,) or None."""
+    import numpy as np
+
+    from rekit.baselines import TypePairMajority
+    from rekit.ensemble import fit_run_weights
+    from rekit.training import rundir
+
+    nets, rules, ys = [], [], []
+    for d in dirs:
+        if not ((d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()):
+            continue
+        idx, probs, _ = rundir.load_fold(d)
+        held = set(idx.tolist())
+        rule = TypePairMajority().fit([r for i, r in enumerate(train) if i not in held])
+        nets.append(probs)
+        rules.append(rule.predict_proba([train[i] for i in idx], label_map))
+        ys.append(y_train[idx])
+    if not nets:
+        return None
+    return fit_run_weights([np.concatenate(nets), np.concatenate(rules)], np.concatenate(ys))
+
+
+def merge_folds(work: Path, folds: int, records, label_map) -> Path | None:
+    """The fold runs (one process each) merged into one rekit run directory (oof.csv, summary.json)."""
+    from rekit.training import rundir
+    from rekit.training.cv import finalize
+
+    merged = work / "rekit-5fold"
+    merged.mkdir(exist_ok=True)
+    for k in range(folds):
+        src = work / f"run-fold{k}" / f"fold-{k}"
+        if (src / "result.json").is_file() and not (merged / f"fold-{k}").exists():
+            shutil.move(str(src), str(merged / f"fold-{k}"))
+    if not rundir.folds_done(merged):
+        return None
+    for name in ("config.yaml", "labels.json"):
+        if (work / "run-fold0" / name).is_file():
+            shutil.copy(work / "run-fold0" / name, merged / name)
+    try:
+        finalize(merged, records, label_map, {"merged_from": [f"run-fold{k}" for k in range(folds)]}, echo=lambda *_: None)
+    except Exception as e:  # noqa: BLE001 - the dev scores do not need the OOF file
+        print(f"warning: could not write the merged run's OOF summary: {e}", file=sys.stderr)
+    return merged
+
+
+def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: str, dev_path: str) -> dict:
+    import numpy as np
+
+    from rekit.adapt import apply_bcts, em_priors, fit_bcts, label_prior
+    from rekit.baselines import TypePairMajority
+    from rekit.data.labels import LabelMap
+    from rekit.data.readers import read_records
+
+    train, _ = read_records(train_path)
+    dev, _ = read_records(dev_path)
+    label_map = LabelMap.infer([x.label for x in train])
+    dev = [x for x in dev if x.label in label_map.label2id]
+    y = np.asarray([label_map.label2id[x.label] for x in dev])
+    prior = label_prior(np.asarray([label_map.label2id[x.label] for x in train]), len(label_map))
+    rows: dict[str, dict] = {}
+    minutes = lambda *names: round(sum((jobs[n].seconds or 0) for n in names if n in jobs) / 60, 2)  # noqa: E731
+
+    # (a) community recipe
+    cres = work / "community" / "result.json"
+    if cres.is_file():
+        c = json.loads(cres.read_text())
+        rows["a"] = {"name": "community HF-Trainer recipe, scratch bert-base", **c["metrics"],
+                     "job_minutes": minutes("community"), "parameters": c["parameters"],
+                     "detail": f"{c['steps']} steps, {c['precision']}, padded to {c['padded_length']} tokens"}
+        rows["a"] = {k: (round(v, 4 if k == "accuracy" else 2) if isinstance(v, float) else v) for k, v in rows["a"].items()}
+    # (b) type-pair majority
+    base = TypePairMajority().fit(train)
+    rows["b"] = {"name": "type-pair majority rule", **scores(y, base.predict_proba(dev, label_map), label_map),
+                 "job_minutes": 0.0, "parameters": 0}
+
+    # fold models of the main recipe and the ablations, scored on dev in one pass
+    folds = r["finetune"]["folds"]
+    merged = merge_folds(work, folds, train, label_map)
+    fold_dirs = {k: (merged / f"fold-{k}" if merged and (merged / f"fold-{k}").is_dir()
+                     else work / f"run-fold{k}" / f"fold-{k}") for k in range(folds)}
+    fold_dirs = {k: d for k, d in fold_dirs.items() if model_ready(d)}
+    abl_dirs = {n: work / f"abl-{n}" / "fold-0" for n in ABLATIONS if model_ready(work / f"abl-{n}" / "fold-0")}
+    dirs = list(fold_dirs.values()) + list(abl_dirs.values())
+    probs, params = dev_probas(dirs, dev, args.device) if dirs else ([], [])
+    by_dir = {str(d): (p, n) for d, p, n in zip(dirs, probs, params)}
+    pre = jobs.get("pretrain")
+    y_train = np.asarray([label_map.label2id[x.label] for x in train])
+
+    def add(key: str, name: str, probs, oof, job_min: float, n_params: int) -> None:
+        """A row, plus its prior-adapted variants: EM alone, and EM after BCTS calibration on OOF."""
+        rows[key] = {"name": name, **scores(y, probs, label_map), "job_minutes": job_min, "parameters": n_params}
+        adapted = em_priors(probs, prior)
+        rows[key + "+em"] = {"name": name + " + --adapt-priors em", **scores(y, adapted[0], label_map),
+                             "job_minutes": job_min, "parameters": n_params,
+                             "estimated_no_relation_share": round(float(adapted[1][label_map.label2id.get("no_relation", 0)]), 4)}
+        if oof is not None:
+            t, b = fit_bcts(*oof)
+            adapted = em_priors(apply_bcts(probs, t, b), prior)
+            rows[key + "+bcts+em"] = {"name": name + " + --calibrate bcts --adapt-priors em", **scores(y, adapted[0], label_map),
+                                      "job_minutes": job_min, "parameters": n_params, "temperature": round(t, 3),
+                                      "estimated_no_relation_share": round(float(adapted[1][label_map.label2id.get("no_relation", 0)]), 4)}
+
+    if 0 in fold_dirs:
+        p0, n0 = by_dir[str(fold_dirs[0])]
+        add("c", "rekit single model (fold 0)", p0, oof_of([fold_dirs[0]], y_train), minutes("pretrain", "fold0"), n0)
+    if fold_dirs:
+        pe = np.mean([by_dir[str(d)][0] for d in fold_dirs.values()], axis=0)
+        n = sum(by_dir[str(d)][1] for d in fold_dirs.values())
+        add("d", f"rekit {len(fold_dirs)}-fold ensemble", pe, oof_of(list(fold_dirs.values()), y_train),
+            minutes("pretrain", *[f"fold{i}" for i in fold_dirs]), n)
+        w = typepair_mixture(list(fold_dirs.values()), train, y_train, label_map)
+        if w is not None:
+            q = w[0] * pe + w[1] * base.predict_proba(dev, label_map)
+            rows["d+typepair"] = {"name": f"(d) mixed with the type-pair rule, weight {w[0]:.2f}/{w[1]:.2f} fit on OOF",
+                                  **scores(y, q, label_map), "job_minutes": rows["d"]["job_minutes"], "parameters": n}
+
+    improvements = []
+    if "c" in rows:
+        ref = rows["c"]
+        for name, d in abl_dirs.items():
+            p, _ = by_dir[str(d)]
+            s = scores(y, p, label_map)
+            job = jobs.get(f"abl_{name}")
+            improvements.append({"change": ABLATIONS[name][0], "ablation": name, **s,
+                                 "gain_of_recipe_micro_f1": round(ref["micro_f1"] - s["micro_f1"], 2),
+                                 "gain_of_recipe_auprc": round(ref["auprc"] - s["auprc"], 2),
+                                 "status": job.status if job else "?"})
+    return {"rows": rows, "ablations": improvements,
+            "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
+            "stopped_folds": [k for k in range(folds) if jobs.get(f"fold{k}") and jobs[f"fold{k}"].status == "stopped"],
+            "dev_rows": len(dev), "train_rows": len(train), "parameters_note": "(d) counts all fold models",
+            "pretrain_seconds": pre.seconds if pre else None}
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+# -- report ----------------------------------------------------------------------------------
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    if result.get("error"):
+        return f"Scoring failed after the jobs ran:\n\n```\n{result['error']}```\n"
+    lines = [f"Machine: {result['machine']}. Command: `{result['command']}`. Wall clock {result['wall_minutes']:.1f} min "
+             f"(budget {result['budget_minutes']} min); jobs ran concurrently on one device, so job-minutes overlap.",
+             "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |", "|---|---|---:|---:|---:|---:|---:|"]
+    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair"):
+        if key in rows:
+            x = rows[key]
+            lines.append(f"| ({key}) | {x['name']} | {x['micro_f1']:.2f} | {x['auprc']:.2f} | {x['accuracy']:.3f} | "
+                         f"{x['job_minutes']:.1f} | {x['parameters'] / 1e6:.1f}M |")
+        elif key in ("a", "b", "c", "d"):
+            lines.append(f"| ({key}) | not finished in this run | | | | | |")
+    abl = result.get("ablations") or []
+    if abl:
+        lines += ["", "Each ablation changes one thing of (c) (fold 0, same split, dev scored without adaptation); "
+                  "gain = (c) minus the ablation.", "",
+                  "| change | micro-F1 | AUPRC | gain of the recipe (micro-F1) | gain (AUPRC) |", "|---|---:|---:|---:|---:|"]
+        for a in abl:
+            note = "" if a["status"] == "ok" else f" ({a['status']})"
+            lines.append(f"| {a['change']}{note} | {a['micro_f1']:.2f} | {a['auprc']:.2f} | "
+                         f"{a['gain_of_recipe_micro_f1']:+.2f} | {a['gain_of_recipe_auprc']:+.2f} |")
+    if "c" in rows and "d" in rows:
+        lines.append(f"| ensemble: {rows['d']['name']} vs fold 0 | {rows['d']['micro_f1']:.2f} | {rows['d']['auprc']:.2f} | "
+                     f"{rows['d']['micro_f1'] - rows['c']['micro_f1']:+.2f} | {rows['d']['auprc'] - rows['c']['auprc']:+.2f} |")
+    for key, what in (("d+em", "--adapt-priors em"), ("d+bcts+em", "--calibrate bcts --adapt-priors em")):
+        if key in rows:
+            lines.append(f"| prior adaptation: {what} on (d) | {rows[key]['micro_f1']:.2f} | {rows[key]['auprc']:.2f} | "
+                         f"{rows[key]['micro_f1'] - rows['d']['micro_f1']:+.2f} | {rows[key]['auprc'] - rows['d']['auprc']:+.2f} |")
+    pre = result.get("pretrain") or {}
+    if pre.get("final"):
+        lines += ["", f"Pretraining: {pre['steps']:,} steps ({pre['epochs_run']} epochs) in {pre['seconds']:.0f}s, "
+                  f"held-out MLM perplexity {pre['final']['valid_perplexity']}" + (f"; {pre['note']}" if pre.get("note") else "")]
+    return "\n".join(lines) + "\n"
+
+
+def write_log_tails(log_dir: Path, dest: Path, lines: int = 25) -> None:
+    """The end of every job's log in one file (a device run returns only a few files)."""
+    parts = []
+    for log in sorted(log_dir.glob("*.log")):
+        tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+        parts.append(f"==> {log.name} <==\n" + "\n".join(tail))
+    dest.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}, Python {platform.python_version()}"
+    return f"CPU ({os.cpu_count()} cores), torch {torch.__version__}, Python {platform.python_version()}"
+
+
+def inline_runner(job: Job) -> int:
+    """Run a job's command in this process (rekit CLI or the community script)."""
+    if job.cmd[1:3] == ["-m", "rekit.cli"]:
+        from rekit.cli import main as rekit_main
+
+        return rekit_main(job.cmd[3:])
+    import community_recipe
+
+    return community_recipe.main(job.cmd[2:])
+
+
+def smoke_data(work: Path) -> tuple[str, str]:
+    """A few hundred synthetic rows as community CSV files (no KLUE data needed)."""
+    from rekit.data.readers import write_csv
+    from rekit.data.synthetic import make_splits
+
+    train, dev = make_splits(seed=3, n_train=240, n_test=100)
+    write_csv(train, work / "train.csv")
+    write_csv(dev, work / "dev.csv")
+    return str(work / "train.csv"), str(work / "dev.csv")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", required=True, help="where quality.json / quality.md / logs go")
+    p.add_argument("--work", help="models and runs (default OUT/work; large)")
+    p.add_argument("--train", default=str(SHARED / "train.csv"))
+    p.add_argument("--dev", default=str(SHARED / "dev.csv"))
+    p.add_argument("--budget-minutes", type=float, default=9.0, help="wall-clock budget of the whole run")
+    p.add_argument("--pretrain-minutes", type=float, default=2.5, help="time cap of each MLM pretraining")
+    p.add_argument("--finetune-estimate", type=float, default=120.0, help="expected seconds of one fold job (gates optional jobs)")
+    p.add_argument("--jobs", type=int, default=None, help="concurrent jobs (default 8 on CUDA, 2 on CPU)")
+    p.add_argument("--size", choices=("tiny", "small", "medium", "base"), help="encoder size (default: the recipe's)")
+    p.add_argument("--morpheme-tokenizer", default=str(ROOT / "out" / "klue-morpheme-tokenizer"),
+                   help="prebuilt morpheme tokenizer for the tokenizer ablation (else kiwipiepy, else skipped)")
+    p.add_argument("--community-precision", choices=("tf32", "fp32"), default="tf32")
+    p.add_argument("--no-community", action="store_true")
+    p.add_argument("--ablations", help=f"comma-separated ablations to run, in priority order, or 'none' "
+                   f"(default: all; --smoke: {','.join(SMOKE_ABLATIONS)}); choices: {', '.join(ABLATIONS)}")
+    p.add_argument("--device", default="auto", help="device for the dev evaluation")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes on synthetic data: seconds on a CPU (implies --inline)")
+    p.add_argument("--inline", action="store_true", help="run the jobs one by one in this process (no subprocesses)")
+    p.add_argument("--subprocesses", action="store_true", help="run jobs as subprocesses even with --smoke")
+    p.add_argument("--dry-run", action="store_true", help="print the job plan (commands, dependencies) and exit")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub anywhere in this benchmark
+    args.inline = (args.inline or args.smoke) and not args.subprocesses
+    unknown = [n for n in (args.ablations or "").split(",") if n.strip() and n.strip() not in (*ABLATIONS, "none")]
+    if unknown:
+        p.error(f"unknown ablation {unknown[0]!r}; choose from {', '.join(ABLATIONS)}")
+    import torch
+
+    threads = torch.get_num_threads()
+    if args.inline and not torch.cuda.is_available():
+        torch.set_num_threads(1)  # small models on a shared CPU: extra threads only contend
+    try:
+        return run(args, p, argv)
+    finally:
+        torch.set_num_threads(threads)  # leave the process as it was (the smoke test runs in pytest's)
+
+
+def run(args, p: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    import torch
+
+    t0 = time.time()
+    out = Path(args.out)
+    work = Path(args.work) if args.work else out / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    r = json.loads(json.dumps(SMOKE if args.smoke else RECIPE))
+    if args.size:
+        r["size"] = args.size
+    train, dev = smoke_data(work) if args.smoke else (args.train, args.dev)
+    for path in (train, dev):
+        if not Path(path).is_file():
+            p.error(f"{path} not found; pass --train/--dev")
+    cuda = torch.cuda.is_available()
+    max_parallel = args.jobs or (8 if cuda else 2)
+    reserve = 20 if args.smoke else 75  # for the dev evaluation and the report after the jobs
+    deadline = t0 + args.budget_minutes * 60 - reserve
+    env = {"PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
+           "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1" if cuda else "2", "RAYON_NUM_THREADS": "2",
+           "TOKENIZERS_PARALLELISM": "true"}
+    jobs = plan(args, r, work, train, dev)
+    command = "python benchmarks/klue_re_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.dry_run:
+        for j in jobs:
+            cmd = " ".join(j.cmd) if isinstance(j.cmd, list) else "(built when it starts, from the main pretraining's epochs)"
+            print(f"{j.name}: {'required' if j.required else 'optional'}{', early' if j.early else ''}, after {j.after or '-'}, "
+                  f"~{j.estimate:.0f}s\n    {cmd}")
+        return 0
+    print(f"{len(jobs)} jobs, up to {max_parallel} at a time, deadline in {deadline - t0:.0f}s", flush=True)
+    if args.inline:
+        os.environ.update({k: v for k, v in env.items() if k != "PYTHONPATH"})
+        done = run_inline(jobs, inline_runner)
+    else:
+        done = run_jobs(jobs, max_parallel, deadline, work / "logs", env)
+    result = {"machine": machine(), "command": command, "budget_minutes": args.budget_minutes, "recipe": r,
+              "smoke": args.smoke, "jobs": {n: j.summary() for n, j in done.items()}}
+    try:
+        result.update(evaluate_all(args, r, work, done, train, dev))
+    except Exception:  # noqa: BLE001 - a one-shot GPU run must still return what it measured
+        import traceback
+
+        result.update(rows={}, ablations=[], error=traceback.format_exc())
+        print(result["error"], file=sys.stderr)
+    result["wall_minutes"] = round((time.time() - t0) / 60, 2)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "quality.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    (out / "quality.md").write_text(markdown(result), encoding="utf-8")
+    write_log_tails(work / "logs", out / "logs.txt")
+    print(markdown(result))
+    print(f"wrote {out / 'quality.json'} and {out / 'quality.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Where a training step's time goes: torch.profiler over rekit's own step (the `fit()` loop),
+eager and compiled, on the RoBERTa-large shape at batch 32 — the breakdown BENCHMARKS.md cites.
+
+For each variant: ms per step (synchronised wall clock over the profiled steps), the profiler's
+CPU-side total vs CUDA kernel total per step, and the top operators. With `reduce-overhead`,
+PyTorch's own log says whether CUDA graphs were used (TORCH_LOGS=perf_hints shows skip reasons).
+
+  TORCH_LOGS=perf_hints,recompiles python benchmarks/step_profile.py --out results/
+  python benchmarks/step_profile.py --out /tmp/p --smoke
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from throughput import SHAPES, rekit_model, roberta_config  # noqa: E402
+
+from rekit.config import RunConfig  # noqa: E402
+from rekit.encoding.collate import Collator, iterate  # noqa: E402
+from rekit.encoding.tokenize import Features  # noqa: E402
+from rekit.runtime import autocast  # noqa: E402
+from rekit.training.optim import make_optimizer, make_scheduler  # noqa: E402
+from rekit.training.step import compile_forward  # noqa: E402
+
+
+class _Tok:
+    pad_token_id = 0
+
+    def __len__(self):
+        return 32000
+
+
+def synthetic(n, lengths, seed=0):
+    rng = np.random.default_rng(seed)
+    f = Features()
+    for i in range(n):
+        t = int(lengths[i % len(lengths)])
+        f.input_ids.append(rng.integers(5, 32000, t).tolist())
+        f.subj_pos.append(1)
+        f.obj_pos.append(min(5, t - 1))
+        f.labels.append(int(rng.integers(0, 30)))
+    return f
+
+
+def run_variant(name, args, config, device, compile_mode, lengths):
+    cfg = RunConfig.from_dict({}, {"lr": 2e-5, "batch_size": args.batch_size}).train
+    model = rekit_model(args, config, 30).to(device).train()
+    opt = make_optimizer(model, cfg, device)
+    sched = make_scheduler(opt, cfg, 10_000)
+    forward = compile_forward(model, compile_mode)
+    n_steps = args.warmup + args.steps
+    feats = synthetic(n_steps * args.batch_size, lengths)
+    batches = [list(range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(n_steps)]
+    collate = Collator(feats, 0, multiple_of=16 if device.type == "cuda" else 1)
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    stream = iterate(feats, batches, collate, device)
+
+    def step():
+        batch = next(stream)
+        if compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        with autocast(device, amp):
+            _, loss = forward(**batch)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        return loss.detach()
+
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    warm = time.perf_counter() - t0
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        t0 = time.perf_counter()
+        for _ in range(args.steps):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    ka = prof.key_averages()
+    # Kernels only (device-side rows): operator rows repeat their kernels' time.
+    cuda_total = (sum(e.self_device_time_total for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)
+                  / 1e3 / args.steps if device.type == "cuda" else None)
+    cpu_total = sum(e.self_cpu_time_total for e in ka) / 1e3 / args.steps
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = ka.table(sort_by=sort, row_limit=12, max_name_column_width=48)
+    kernels = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / args.steps if device.type == "cuda" else None
+    res = {"variant": name, "ms_per_step": round(1e3 * wall / args.steps, 2),
+           "samples_per_s": round(args.batch_size * args.steps / wall, 1), "warmup_s": round(warm, 1),
+           "cuda_kernel_ms_per_step": None if cuda_total is None else round(cuda_total, 2),
+           "cpu_op_ms_per_step": round(cpu_total, 2), "kernels_per_step": kernels}
+    print(json.dumps(res), flush=True)
+    print(table, flush=True)
+    return res, table
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--smoke", action="store_true")
+    p.add_argument("--shape", choices=SHAPES, default="large")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--variants", default="eager-static,compiled-static,eager-varied,compiled-varied")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.shape, args.steps, args.warmup, args.variants = "tiny", 3, 2, "eager-static,eager-varied"
+    args.max_length = 256
+    args.out.mkdir(parents=True, exist_ok=True)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tok = _Tok()
+    config = roberta_config(args, tok, 30)
+    out, tables = [], []
+    for v in args.variants.split(","):
+        mode = "reduce-overhead" if v.startswith("compiled") else "off"
+        lengths = [64] if v.endswith("static") else [40, 52, 64, 76, 90, 110]
+        try:
+            res, table = run_variant(v, args, config, device, mode, lengths)
+        except Exception as e:  # noqa: BLE001 - keep the other variants' numbers
+            res, table = {"variant": v, "error": f"{type(e).__name__}: {e}"}, ""
+            print(json.dumps(res), flush=True)
+        out.append(res)
+        tables.append(f"### {v}\n\n```\n{table}\n```\n")
+        (args.out / "step_profile.json").write_text(json.dumps(out, indent=2))
+        (args.out / "step_profile.md").write_text("\n".join(tables))
+        torch.cuda.empty_cache() if device.type == "cuda" else None
+    return out
+
+
+if __name__ == "__main__":
+    main()

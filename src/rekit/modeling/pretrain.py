@@ -1,0 +1,222 @@
+"""Masked-language-model pretraining of an encoder on raw sentences (the task's own text).
+
+Without pretrained weights, a relation classifier trained from random init learns little more
+than the entity-type pair. Pretraining the same encoder with MLM on the task's sentences first
+(and on unlabeled test sentences, when the user allows it) gives it word and context knowledge
+before it sees a single label ("self-pretraining"). The result is an ordinary Hugging Face
+model directory (config.json, model.safetensors, tokenizer files) that `rekit train --model DIR`
+and `AutoModel.from_pretrained(DIR)` load.
+
+The loop is plain: bucketed batches, dynamic masking, AdamW with rekit's warmup + decay
+schedule, bf16 autocast on CUDA, logits computed only at the masked positions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from rekit.encoding.collate import bucket_batches
+from rekit.io import atomic_write_text
+from rekit.modeling.mlm_data import MLMCollator, MLMCorpus, encode_corpus
+from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+from rekit.training.optim import lr_factor, param_groups
+
+LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
+
+
+@dataclass
+class PretrainSettings:
+    epochs: int = 40  # small corpora need many passes; dynamic masking keeps them different
+    lr: float = 1e-4  # peak; measured: a 6 x 512 post-LN encoder collapsed at 3e-4 (BENCHMARKS.md)
+    batch_size: int = 128
+    warmup_ratio: float = 0.06
+    scheduler: str = "linear"
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    mask_prob: float = 0.15
+    masking: str = "word"
+    max_length: int = 128  # KLUE-RE sentences: 99 % fit in 128 word pieces
+    valid_share: float = 0.02  # held-out sentences for an honest perplexity
+    seed: int = 42
+    max_minutes: float | None = None  # time budget: the schedule is shortened to fit it
+    precision: str = "auto"
+    device: str = "auto"
+    progress: bool = True
+
+
+def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):
+    """A randomly initialised BertForMaskedLM of a scratch size preset (seed before calling)."""
+    from transformers import BertForMaskedLM
+
+    from rekit.modeling.scratch import encoder_config
+
+    return BertForMaskedLM(encoder_config(size, len(tokenizer), max_positions, dropout))
+
+
+def masked_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over the masked positions, with vocabulary logits only there.
+
+    For BERT-like models the prediction head runs on the (about 15 %) masked hidden states
+    only: the vocabulary projection is the largest matrix of a small model.
+    """
+    base = getattr(model, "base_model", None)
+    head = getattr(model, "cls", None)
+    head = getattr(model, "lm_head", None) if head is None else head
+    if base is None or head is None or base is model:
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    h = base(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    if batch["target_index"].numel() == 0:  # nothing masked in this batch (tiny batches only)
+        return h.sum() * 0.0
+    h = h.reshape(-1, h.size(-1)).index_select(0, batch["target_index"])  # (M, H): the masked tokens
+    logits = head(h)  # (M, V)
+    return torch.nn.functional.cross_entropy(logits.float(), batch["target_labels"])
+
+
+@torch.inference_mode()
+def validation_loss(model, collator: MLMCollator, corpus_size: int, batch_size: int, device, amp_dtype) -> float:
+    """MLM loss on the held-out sentences with a fixed mask (same positions every epoch)."""
+    if corpus_size == 0:
+        return float("nan")
+    was = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    total, count = 0.0, 0
+    for start in range(0, corpus_size, batch_size):
+        batch = collator(list(range(start, min(start + batch_size, corpus_size))), gen)
+        n = len(batch["target_labels"])
+        if n == 0:
+            continue
+        batch = {k: v.to(device) for k, v in batch.items()}
+        with autocast(device, amp_dtype):
+            total += masked_loss(model, batch).item() * n
+        count += n
+    model.train(was)
+    return total / max(1, count)
+
+
+def split_corpus(corpus: MLMCorpus, share: float, seed: int) -> tuple[MLMCorpus, MLMCorpus]:
+    n_valid = int(round(len(corpus) * share)) if share > 0 else 0
+    if share > 0 and len(corpus) >= 50:
+        n_valid = max(n_valid, 1)
+    order = np.random.default_rng(seed).permutation(len(corpus))
+    return corpus.subset(order[n_valid:].tolist()), corpus.subset(order[:n_valid].tolist())
+
+
+def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: str | Path, echo=print) -> dict:
+    """MLM-train `model` on `texts`, save it and its tokenizer to `out_dir`; returns the summary.
+
+    Writes pretrain.jsonl (one line per epoch: train/valid MLM loss, perplexity, lr, time)
+    and pretrain.json (settings, corpus size, final numbers).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(s.device)
+    amp_dtype = autocast_dtype(s.precision, device)
+    seed_everything(s.seed)
+    t_start = time.time()
+    corpus = encode_corpus(tokenizer, texts, s.max_length)
+    train, valid = split_corpus(corpus, s.valid_share, s.seed)
+    multiple = 8 if device.type == "cuda" else 1
+    collate_train = MLMCollator(train, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
+    collate_valid = MLMCollator(valid, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
+    echo(f"pretraining corpus: {len(texts):,} texts, {corpus.n_tokens():,} tokens "
+         f"({len(train):,} train / {len(valid):,} held-out sentences), masking {s.masking} {s.mask_prob:.0%}")
+
+    model.to(device).train()
+    fused = {"fused": True} if device.type == "cuda" else {}
+    optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.lr, **fused)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    steps_per_epoch = math.ceil(len(train) / s.batch_size)
+    total = s.epochs * steps_per_epoch
+    warmup = int(round(s.warmup_ratio * total))
+    rng = np.random.default_rng(s.seed)
+    gen = torch.Generator().manual_seed(s.seed)
+    log_path = out / LOG_FILE
+    log_path.unlink(missing_ok=True)
+    bar = tqdm(total=total, desc="pretrain", disable=not s.progress, dynamic_ncols=True, leave=False)
+    step, history, budget_note = 0, [], None
+    planned, t_mark, mark_step = total, time.time(), 0
+    epoch = 0
+    while step < total:
+        loss_sum = torch.zeros((), device=device)
+        n_batches = 0
+        for idx in bucket_batches(train.lengths(), s.batch_size, rng):
+            if step >= total:
+                break
+            batch = {k: v.to(device, non_blocking=True) for k, v in collate_train(idx, gen).items()}
+            for group in optimizer.param_groups:
+                group["lr"] = s.lr * lr_factor(step, total, warmup, s.scheduler)
+            with autocast(device, amp_dtype):
+                loss = masked_loss(model, batch)
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(optimizer)
+            if s.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            loss_sum += loss.detach()
+            n_batches += 1
+            step += 1
+            bar.update(1)
+            if s.max_minutes and step in (20, 220):
+                # Measure the step time twice: after 20 steps (includes start-up costs, so it errs
+                # short) and over the next 200 (steady state); fit the schedule to what is left.
+                now = time.time()
+                per_step = (now - t_mark) / (step - mark_step)
+                t_mark, mark_step = now, step
+                total, budget_note = _fit_budget(step, planned, per_step, s.max_minutes * 60 - (now - t_start),
+                                                 steps_per_epoch)
+                warmup = min(warmup, max(1, int(round(s.warmup_ratio * total))))
+                bar.total = total
+        epoch += 1
+        train_loss = (loss_sum / max(1, n_batches)).item()
+        valid_loss = validation_loss(model, collate_valid, len(valid), 256, device, amp_dtype)
+        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(train_loss, 4),
+               "valid_loss": round(valid_loss, 4), "valid_perplexity": round(math.exp(min(valid_loss, 50)), 2),
+               "time": round(time.time() - t_start, 1)}
+        history.append(row)
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        bar.set_postfix(loss=f"{train_loss:.3f}", vloss=f"{valid_loss:.3f}", ppl=f"{row['valid_perplexity']:.1f}")
+        if not math.isfinite(train_loss):
+            budget_note = f"stopped: non-finite loss at step {step}"
+            break
+    bar.close()
+
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    summary = {"settings": asdict(s), "texts": len(texts), "tokens": corpus.n_tokens(), "train_sentences": len(train),
+               "valid_sentences": len(valid), "steps": step, "epochs_run": epoch, "note": budget_note,
+               "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
+               "seconds": round(time.time() - t_start, 1), "final": history[-1] if history else {}}
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+    if history:
+        last = history[-1]
+        echo(f"pretrained {step:,} steps ({epoch} epochs) in {summary['seconds']:.0f}s: MLM loss {last['train_loss']:.3f}, "
+             f"held-out perplexity {last['valid_perplexity']:.1f}" + (f"; {budget_note}" if budget_note else ""))
+    return summary
+
+
+def _fit_budget(step: int, planned: int, per_step: float, seconds_left: float, steps_per_epoch: int
+                ) -> tuple[int, str | None]:
+    """Total steps that fit the time left (10 % held back for validation passes and saving),
+    never more than planned: the schedule's decay then still reaches zero at the end."""
+    fits = step + int(max(0.0, seconds_left * 0.9) / max(per_step, 1e-9))
+    if fits >= planned:
+        return planned, None
+    total = max(step + 1, fits)
+    return total, (f"time budget: {total:,} of {planned:,} planned steps ({total / steps_per_epoch:.1f} of "
+                   f"{planned / steps_per_epoch:.0f} epochs) at {per_step * 1000:.0f} ms/step")

@@ -1,0 +1,135 @@
+"""Read a run directory back: config, state, summary, metrics, fold results, out-of-fold predictions.
+
+Everything is optional except config.yaml: a run that is still running, was interrupted or ran only
+some folds has fewer files, and the readers of this module (`rekit runs`, `compare`, `report`) show
+what there is instead of failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from rekit.errors import ConfigError
+
+
+def _json(path: Path):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+@dataclass
+class RunData:
+    dir: Path
+    config: dict  # config.yaml, sections data/model/train
+    state: dict = field(default_factory=dict)
+    summary: dict | None = None
+    folds: list[dict] = field(default_factory=list)  # each done fold's result.json
+    labels: list[str] = field(default_factory=list)
+    no_relation: str | None = None
+
+    def setting(self, key: str, default=None):
+        for section in self.config.values():
+            if isinstance(section, dict) and key in section:
+                return section[key]
+        return default
+
+    @property
+    def status(self) -> str:
+        return self.state.get("status") or ("finished" if self.summary else "unknown")
+
+    def score(self, metric: str) -> tuple[float | None, str]:
+        """(value, source): the out-of-fold CV score, else the mean of the finished folds' best."""
+        cv = (self.summary or {}).get("cv") or {}
+        if metric in cv:
+            return float(cv[metric]), "oof"
+        values = [f["best"][metric] for f in self.folds if metric in (f.get("best") or {})]
+        return (float(np.mean(values)), "folds") if values else (None, "")
+
+    def per_class(self) -> list[dict]:
+        return list((self.summary or {}).get("per_class") or [])
+
+    def metrics(self) -> list[dict]:
+        """metrics.jsonl rows (fold, epoch, step, train_loss, valid_loss, micro_f1, auprc, ...)."""
+        rows = []
+        try:
+            with open(self.dir / "metrics.jsonl", encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except ValueError:
+                        continue  # a line cut by a crash
+        except OSError:
+            pass
+        return rows
+
+
+def is_run_dir(path: Path) -> bool:
+    return (path / "config.yaml").is_file() and ((path / "state.json").is_file() or (path / "summary.json").is_file())
+
+
+def load_run(path: str | Path) -> RunData:
+    run = Path(path)
+    if not is_run_dir(run):
+        raise ConfigError(f"{run} is not a run directory (no config.yaml and state.json)")
+    try:
+        config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise ConfigError(f"{run / 'config.yaml'}: cannot read ({e})") from None
+    summary = _json(run / "summary.json")
+    folds = []
+    for d in sorted(run.glob("fold-*"), key=lambda p: (len(p.name), p.name)):
+        result = _json(d / "result.json")
+        if result:
+            folds.append(result)
+    labels_file = _json(run / "labels.json") or {}
+    labels = list(labels_file.get("labels") or (summary or {}).get("labels") or [])
+    no_rel = labels_file.get("no_relation", (summary or {}).get("no_relation"))
+    return RunData(run, config if isinstance(config, dict) else {}, _json(run / "state.json") or {}, summary,
+                   folds, labels, no_rel)
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    """Run directories at or under `root` (a study's trials included), sorted by path."""
+    root = Path(root)
+    found = {p.parent for p in root.rglob("config.yaml") if is_run_dir(p.parent)}
+    return sorted(found, key=lambda p: str(p))
+
+
+@dataclass
+class OOF:
+    ids: list[str]
+    fold: np.ndarray  # (N,)
+    gold: np.ndarray  # (N,) label ids
+    probs: np.ndarray  # (N, C)
+
+    @property
+    def pred(self) -> np.ndarray:
+        return self.probs.argmax(1)
+
+
+def load_oof(run: RunData) -> OOF | None:
+    """The held-out rows of oof.csv (rows never held out, fold -1, are left out); None without it."""
+    path = run.dir / "oof.csv"
+    if not path.is_file() or not run.labels:
+        return None
+    index = {label: i for i, label in enumerate(run.labels)}
+    ids, folds, gold, probs = [], [], [], []
+    with open(path, encoding="utf-8", newline="") as f:
+        for row in csv.DictReader(f):
+            if int(row["fold"]) < 0 or not row["probs"] or row["label"] not in index:
+                continue
+            ids.append(row["id"])
+            folds.append(int(row["fold"]))
+            gold.append(index[row["label"]])
+            probs.append(json.loads(row["probs"]))
+    if not ids:
+        return None
+    return OOF(ids, np.asarray(folds), np.asarray(gold), np.asarray(probs, dtype=np.float64))

@@ -1,0 +1,39 @@
+"""The speed benchmarks' CPU smoke modes: every system runs and reports sane numbers."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+
+@pytest.fixture(autouse=True)
+def _no_accelerate_skip():
+    pytest.importorskip("accelerate", reason="HF Trainer rows need accelerate (the test extra installs it)")
+
+
+def test_throughput_smoke(tmp_path):
+    import throughput
+
+    results = throughput.main(["--out", str(tmp_path), "--smoke", "--rekit-compile", "off"])
+    by = {r["system"]: r for r in results}
+    assert set(by) >= {"hf_community", "hf_tuned", "eager", "rekit (off)"}
+    for name in ("hf_community", "hf_tuned", "eager", "rekit (off)"):
+        assert "error" not in by[name], by[name]
+        assert by[name]["samples_per_s"] > 0 and by[name]["loss_last"] > 0
+    assert any(k.startswith("inference") and v["samples_per_s"] > 0 for k, v in by.items())
+    saved = json.loads((tmp_path / "throughput.json").read_text())
+    assert saved["meta"]["shape"] == "tiny" and len(saved["results"]) == len(results)
+    assert "| rekit (off) |" in (tmp_path / "throughput.md").read_text()
+
+
+def test_step_profile_smoke(tmp_path):
+    import step_profile
+
+    out = step_profile.main(["--out", str(tmp_path), "--smoke"])
+    assert [r["variant"] for r in out] == ["eager-static", "eager-varied"]
+    assert all(r["ms_per_step"] > 0 and r["cpu_op_ms_per_step"] > 0 for r in out)
+    assert "aten::" in (tmp_path / "step_profile.md").read_text()

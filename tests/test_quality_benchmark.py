@@ -1,0 +1,66 @@
+"""benchmarks/klue_re_quality.py --smoke runs every row end to end on a CPU, and its job scheduler."""
+
+import json
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCH))
+
+import klue_re_quality  # noqa: E402
+from jobs import Job, run_jobs  # noqa: E402
+
+
+def test_smoke_writes_every_row_and_the_table(tmp_path):
+    # about 40 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, dev scoring
+    out = tmp_path / "q"
+    assert klue_re_quality.main(["--out", str(out), "--smoke"]) == 0
+    result = json.loads((out / "quality.json").read_text())
+    assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
+    rows = result["rows"]
+    for key in ("a", "b", "c", "d", "c+em", "d+em", "c+bcts+em", "d+bcts+em", "d+typepair"):
+        assert 0 <= rows[key]["micro_f1"] <= 100 and 0 <= rows[key]["auprc"] <= 100 and 0 <= rows[key]["accuracy"] <= 1
+    assert rows["b"]["parameters"] == 0 and rows["a"]["parameters"] > 0
+    assert rows["d"]["parameters"] == 2 * rows["c"]["parameters"]  # two fold models
+    assert {a["ablation"] for a in result["ablations"]} == {"no_pretraining", "focal"}
+    assert result["pretrain"]["steps"] > 0
+    # the merged fold runs form one rekit run directory (oof.csv for OOF-fit calibration and weights)
+    assert (out / "work" / "rekit-5fold" / "oof.csv").is_file()
+    table = (out / "quality.md").read_text()
+    assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
+    assert "pretraining: none" in table
+
+
+def test_scheduler_order_dependencies_failures_and_deadline(tmp_path):
+    py = sys.executable
+    ok = [py, "-c", "pass"]
+    jobs = [
+        Job("a", ok, required=True),
+        Job("bad", [py, "-c", "raise SystemExit(3)"], estimate=1),
+        Job("after_a", ok, after=["a"], estimate=1),
+        Job("after_bad", ok, after=["bad"], estimate=1),
+        Job("too_long", ok, estimate=3600),  # optional and does not fit the deadline: never started
+        Job("lazy", lambda: ok, after=["a"], estimate=1),  # its command is built when it starts
+        Job("sleeper", [py, "-c", "import time; time.sleep(60)"], required=True),
+    ]
+    t0 = time.time()
+    done = run_jobs(jobs, max_parallel=3, deadline=t0 + 4, log_dir=tmp_path, echo=lambda *_: None, poll=0.05)
+    status = {n: j.status for n, j in done.items()}
+    assert status == {"a": "ok", "bad": "failed", "after_a": "ok", "after_bad": "skipped", "too_long": "skipped",
+                      "lazy": "ok", "sleeper": "stopped"}
+    assert done["lazy"].summary()["cmd"] == " ".join(ok)
+    assert done["bad"].returncode == 3 and (tmp_path / "a.log").is_file()
+    assert time.time() - t0 < 30
+
+
+def test_optional_jobs_wait_until_every_required_job_has_started(tmp_path):
+    py = sys.executable
+    order = tmp_path / "order.txt"
+    mark = lambda name: [py, "-c", f"open({str(order)!r}, 'a').write('{name}\\n')"]  # noqa: E731
+    jobs = [Job("pre", mark("pre"), required=True), Job("opt", mark("opt"), estimate=1),
+            Job("early", mark("early"), estimate=1, early=True), Job("fold", mark("fold"), after=["pre"], required=True)]
+    done = run_jobs(jobs, max_parallel=1, deadline=time.time() + 60, log_dir=tmp_path, echo=lambda *_: None, poll=0.05)
+    assert all(j.status == "ok" for j in done.values())
+    # one slot: the required chain first; 'early' may use a free slot before 'fold' starts, 'opt' may not
+    assert order.read_text().split() == ["pre", "early", "fold", "opt"]

@@ -27,7 +27,7 @@ from rekit.encoding.collate import bucket_batches
 from rekit.io import atomic_write_text
 from rekit.modeling.mlm_data import MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
-from rekit.training.optim import lr_factor, param_groups
+from rekit.training.optim import apply_update, lr_factor, param_groups
 
 LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
 
@@ -157,16 +157,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
             with autocast(device, amp_dtype):
                 loss = masked_loss(model, batch)
             (scaler.scale(loss) if scaler else loss).backward()
-            if scaler:
-                scaler.unscale_(optimizer)
-            if s.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.max_grad_norm)
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            apply_update(model, optimizer, scaler, s.max_grad_norm)
             loss_sum += loss.detach()
             n_batches += 1
             step += 1

@@ -38,7 +38,7 @@ from rekit.modeling.inference import predict_proba
 from rekit.modeling.model import REModel
 from rekit.runtime import autocast, autocast_dtype
 from rekit.training import checkpoint
-from rekit.training.optim import make_optimizer, make_scheduler
+from rekit.training.optim import apply_update, make_optimizer, make_scheduler
 from rekit.training.step import compile_forward, pad_multiple, resolve_compile
 
 LOWER_IS_BETTER = {"loss"}
@@ -286,16 +286,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
                     f"(micro-batch {-(-cfg.batch_size // p.accum)}, same effective batch of {cfg.batch_size})")
             result.notes.append(note)
             echo(f"{desc}: {note}")
-        if scaler:
-            scaler.unscale_(optimizer)
-        if cfg.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        if scaler:
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        apply_update(model, optimizer, scaler, cfg.max_grad_norm)
         scheduler.step()
         loss_sum += step_loss
         p.loss_count += len(dist.shard(step_batch)) if ddp else len(step_batch)

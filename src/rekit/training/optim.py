@@ -25,6 +25,20 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
 
 
+def apply_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:
+    """The update after the backward pass(es): unscale (fp16), clip, step, clear the gradients."""
+    if scaler:
+        scaler.unscale_(optimizer)
+    if max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     """Multiplier of the peak LR at optimizer step `step` (0-based): linear warmup, then decay."""
     if step < warmup:

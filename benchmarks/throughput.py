@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import platform
 import sys
 import time
 import traceback
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

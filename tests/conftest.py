@@ -14,3 +14,22 @@ def klue_dir() -> Path:
     if not (SHARED / "train.csv").is_file():
         pytest.skip(f"KLUE-RE data not found at {SHARED}")
     return SHARED
+
+
+def make_tiny_bert_work(d: Path, seed: int) -> Path:
+    """A training CSV and a local tiny BERT directory (random weights, tokenizer trained once and
+    saved), for runs that must match exactly: a scratch tokenizer trained twice can differ."""
+    import torch
+    from transformers import BertModel
+
+    from rekit.data.readers import write_csv
+    from rekit.data.synthetic import make_splits
+    from rekit.modeling import scratch
+
+    train, _ = make_splits(seed=seed, n_train=160, n_test=10)
+    write_csv(train, d / "train.csv")
+    tok = scratch.train_tokenizer([r.sentence for r in train], 800)
+    torch.manual_seed(0)
+    BertModel(scratch.encoder_config("tiny", len(tok), 128)).save_pretrained(d / "tinybert")
+    tok.save_pretrained(d / "tinybert")
+    return d

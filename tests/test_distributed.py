@@ -5,15 +5,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_bert_work
 
 from rekit.cli import main
-from rekit.data.readers import write_csv
-from rekit.data.synthetic import make_splits
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")
 
@@ -25,17 +23,7 @@ ARGS = ["--folds", "2", "--epochs", "2", "--batch-size", "16", "--lr", "1e-3", "
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
-    from transformers import BertModel
-
-    from rekit.modeling import scratch
-
-    d = tmp_path_factory.mktemp("dist")
-    train, _ = make_splits(seed=3, n_train=160, n_test=10)
-    write_csv(train, d / "train.csv")
-    tok = scratch.train_tokenizer([r.sentence for r in train], 800)
-    torch.manual_seed(0)
-    BertModel(scratch.encoder_config("tiny", len(tok), 128)).save_pretrained(d / "tinybert")
-    tok.save_pretrained(d / "tinybert")
+    d = make_tiny_bert_work(tmp_path_factory.mktemp("dist"), seed=3)
     torch.set_num_threads(1)  # same reduction order as the single-threaded torchrun workers
     try:
         assert main(["train", "--train", str(d / "train.csv"), "--model", str(d / "tinybert"),

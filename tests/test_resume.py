@@ -21,10 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import make_tiny_bert_work
 
 from rekit.cli import main
-from rekit.data.readers import write_csv
-from rekit.data.synthetic import make_splits
 from rekit.training import checkpoint, rundir
 
 TRAIN = ["--folds", "2", "--max-length", "48", "--epochs", "3", "--lr", "1e-3", "--batch-size", "16",
@@ -62,18 +61,7 @@ def spawner():
 @pytest.fixture(scope="module")
 def work(tmp_path_factory):
     """Training data and a local tiny BERT (random weights, tokenizer trained once, saved)."""
-    from transformers import BertModel
-
-    from rekit.modeling import scratch
-
-    d = tmp_path_factory.mktemp("resume")
-    train, _ = make_splits(seed=1, n_train=160, n_test=10)
-    write_csv(train, d / "train.csv")
-    tok = scratch.train_tokenizer([r.sentence for r in train], 800)
-    torch.manual_seed(0)
-    BertModel(scratch.encoder_config("tiny", len(tok), 128)).save_pretrained(d / "tinybert")
-    tok.save_pretrained(d / "tinybert")
-    return d
+    return make_tiny_bert_work(tmp_path_factory.mktemp("resume"), seed=1)
 
 
 def train_args(work: Path, out: Path) -> list:

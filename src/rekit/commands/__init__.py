@@ -21,12 +21,17 @@ def _key_value(text: str) -> tuple[str, str]:
     return k.strip(), v.strip()
 
 
-def _add_field(group, f: dataclasses.Field, default) -> None:
-    flag = "--" + f.name.replace("_", "-")
+def add_field_flag(group, f: dataclasses.Field, default, flag: str | None = None, dest: str | None = None,
+                   metavar: str | None = None) -> None:
+    """One flag for a typed dataclass field: type, choices, default shown in the help, and
+    default=SUPPRESS so only flags the user passed reach the config."""
+    flag = flag or "--" + f.name.replace("_", "-")
     help_text = f.metadata.get("help", "")
     if default not in (None, {}, []):
         help_text += f" (default: {default})"
-    kw: dict = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
+    kw: dict = {"dest": dest or f.name, "default": argparse.SUPPRESS, "help": help_text}
+    if metavar:
+        kw["metavar"] = metavar
     typ = str(f.type)
     if f.metadata.get("choices"):
         kw["choices"] = f.metadata["choices"]
@@ -52,7 +57,7 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | No
         defaults = klass()
         for f in dataclasses.fields(klass):
             if f.metadata.get("flag", True) and (only is None or f.name in only):
-                _add_field(group, f, getattr(defaults, f.name))
+                add_field_flag(group, f, getattr(defaults, f.name))
 
 
 def explicit_flags(args: argparse.Namespace, klasses=tuple(SECTIONS.values())) -> dict:

@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rekit.commands import add_config_flags, explicit_flags
+from rekit.commands import add_config_flags, add_field_flag, explicit_flags
 from rekit.errors import ConfigError
 
 EXAMPLE = """\
@@ -36,19 +36,7 @@ def add_tune_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("search options (also settable in the config's tune: section)")
     for f in _tune_fields():
         default = f.default if f.default is not dataclasses.MISSING else None
-        shown = f" (default: {default})" if default not in (None, [], {}) else ""
-        kw: dict = {"dest": f"tune_{f.name}", "default": argparse.SUPPRESS, "help": f.metadata["help"] + shown,
-                    "metavar": METAVARS.get(f.name)}
-        if f.metadata.get("choices"):
-            kw["choices"] = f.metadata["choices"]
-        typ = str(f.type)
-        if typ == "list":
-            kw.update(nargs="+", type=int, metavar="K")
-        elif typ.startswith("int"):
-            kw["type"] = int
-        elif typ.startswith("float"):
-            kw["type"] = float
-        group.add_argument(f.metadata["flag"], **kw)
+        add_field_flag(group, f, default, flag=f.metadata["flag"], dest=f"tune_{f.name}", metavar=METAVARS.get(f.name))
 
 
 def tune_flags(args) -> dict:

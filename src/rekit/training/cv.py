@@ -87,7 +87,7 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
     `cfg.train.output` is an existing run directory made with this config (`rekit train --resume`
     reads it from there): done folds are kept, the others continue from their saved state.
     """
-    t, m = cfg.train, cfg.model
+    t = cfg.train
     tracker = open_tracker(cfg)  # --report-to: a missing backend fails here, before the run directory exists
     dist, device_name = distributed.from_env(t.parallel, t.device)
     if not dist.is_main:  # torchrun: the main process owns the run directory and its files

@@ -49,6 +49,21 @@ class PaddedDataset(torch.utils.data.Dataset):
         return item
 
 
+def StopAfter(minutes: float):
+    """A Trainer callback that ends training once `minutes` have passed since training began."""
+    from transformers import TrainerCallback
+
+    class _Stop(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kw):
+            self.t0 = time.time()
+
+        def on_step_end(self, args, state, control, **kw):
+            if time.time() - self.t0 > minutes * 60:
+                control.should_training_stop = True
+
+    return _Stop()
+
+
 def tokenize(tokenizer, records, max_length: int) -> dict:
     firsts = [f"{r.subject.text}[SEP]{r.object.text}" for r in records]
     return tokenizer(firsts, [r.sentence for r in records], return_tensors="pt", padding=True,
@@ -68,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab-size", type=int, default=32000, help="WordPiece vocabulary (bert-base has ~30k)")
     p.add_argument("--precision", choices=("tf32", "fp32"), default="tf32")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--max-minutes", type=float, default=None,
+                   help="stop training after this many minutes (the schedule stays the recipe's), then score dev: "
+                   "the same GPU budget as the rows it is compared with")
     p.add_argument("--smoke", action="store_true", help="tiny sizes, CPU, seconds")
     args = p.parse_args(argv)
     import transformers
@@ -96,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed, tf32=(args.precision == "tf32" and torch.cuda.is_available()) or None,
         use_cpu=not torch.cuda.is_available(), disable_tqdm=True,
     )
-    trainer = Trainer(model=model, args=targs, train_dataset=PaddedDataset(train_enc, y_train))
+    trainer = Trainer(model=model, args=targs, train_dataset=PaddedDataset(train_enc, y_train),
+                      callbacks=[StopAfter(args.max_minutes)] if args.max_minutes else None)
     t1 = time.time()
     trainer.train()
     if torch.cuda.is_available():
@@ -113,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         "metrics": {k: metrics[k] for k in ("micro_f1", "auprc", "accuracy", "macro_f1")},
         "labels": list(label_map.labels), "parameters": sum(p.numel() for p in model.parameters()),
         "padded_length": int(train_enc["input_ids"].shape[1]), "vocab": len(tokenizer),
-        "steps": trainer.state.global_step, "train_seconds": round(train_seconds, 1),
+        "steps": trainer.state.global_step, "planned_steps": trainer.state.max_steps,
+        "stopped_by_budget": trainer.state.global_step < trainer.state.max_steps, "train_seconds": round(train_seconds, 1),
         "prep_seconds": round(t_prep, 1), "seconds": round(time.time() - t0, 1),
         "precision": args.precision if torch.cuda.is_available() else "fp32 (cpu)",
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",

@@ -44,7 +44,7 @@ SHARED = ROOT.parent / "shared" / "data" / "klue-re"
 # markers (punct) read by the entity-start head. Every ablation changes one thing of "finetune".
 RECIPE = {
     "size": "medium", "vocab": 12000,
-    "pretrain": {"epochs": 40, "lr": 1e-4, "batch_size": 128, "masking": "word", "max_length": 256},
+    "pretrain": {"epochs": 200, "lr": 1e-4, "batch_size": 128, "masking": "word", "max_length": 256},
     "finetune": {"epochs": 6, "lr": 1e-4, "batch_size": 32, "warmup_ratio": 0.1, "dropout": 0.1,
                  "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
                  "max_length": 256, "metric": "micro_f1", "folds": 5},
@@ -75,10 +75,16 @@ ABLATIONS = {
     "pretrain_train_only": ("pretraining text: train sentences only (no dev sentences)", {}, "train_only"),
 }
 SMOKE_ABLATIONS = ("no_pretraining", "focal")
+# Each of these trains a second encoder, which would share the GPU with the main pretraining and
+# slow it down: they run only when named in --ablations.
+SECOND_PRETRAINING = ("morpheme", "pretrain_train_only")
 
 
 def rekit(*args: str) -> list[str]:
     return [sys.executable, "-m", "rekit.cli", *args]
+
+
+EAGER = False  # --eager: no CUDA graphs anywhere (a fallback if they fail on some machine)
 
 
 def pretrain_cmd(r: dict, train: str, extra: list[str], out: Path, max_minutes: float, tokenizer: str) -> list[str]:
@@ -89,6 +95,7 @@ def pretrain_cmd(r: dict, train: str, extra: list[str], out: Path, max_minutes: 
                 "--scratch-vocab-size", str(r["vocab"]), *tok, "--epochs", str(p["epochs"]),
                 "--lr", str(p["lr"]), "--batch-size", str(p["batch_size"]), "--masking", p["masking"],
                 "--max-length", str(p["max_length"]), "--max-minutes", f"{max_minutes:.2f}", "--no-progress")
+    cmd += ["--no-graphs"] if EAGER else []
     return cmd + (["--extra-text", *extra] if extra else [])
 
 
@@ -97,6 +104,7 @@ def finetune_cmd(r: dict, model: str, train: str, out: Path, fold: int, **over: 
     cmd = rekit("train", "--train", train, "--output", str(out), "--overwrite", "--model", model,
                 "--scratch-size", r["size"], "--scratch-vocab-size", str(r["vocab"]), "--folds", str(f["folds"]),
                 "--only-folds", str(fold), "--no-progress", "--eval-batch-size", "512")
+    cmd += ["--compile", "off"] if EAGER else []
     for key in ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
                 "max_length", "metric", "loss", "augment", "label_smoothing"):
         if key in f:
@@ -118,7 +126,7 @@ def matched_pretrain(r: dict, train: str, extra: list[str], out: Path, tokenizer
 def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     """The job list in priority order: the rows first, then ablations."""
     budget = args.budget_minutes * 60
-    pre_minutes = max(0.2, min(args.pretrain_minutes, 0.35 * args.budget_minutes))
+    pre_minutes = max(0.2, min(args.pretrain_minutes, 0.5 * args.budget_minutes))
     ft_estimate = 30.0 if args.smoke else args.finetune_estimate
     pre_estimate = pre_minutes * 60 + 40
     jobs = [Job("pretrain", pretrain_cmd(r, train, [dev], work / "enc-main", pre_minutes, "wordpiece"),
@@ -127,6 +135,8 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "community_recipe.py"), "--train", train, "--dev", dev,
                "--out", str(work / "community"), "--precision", args.community_precision]
         cmd += ["--smoke", "--epochs", "1", "--max-length", "64"] if args.smoke else []
+        # The same GPU budget as the rekit rows: what it has trained by then is scored.
+        cmd += ["--max-minutes", f"{max(0.2, args.budget_minutes - (1.0 if args.smoke else 2.5)):.2f}"]
         jobs.append(Job("community", cmd, estimate=budget, required=True))
     folds = r["finetune"]["folds"]
     for k in range(folds):
@@ -135,7 +145,7 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     if args.ablations:
         names = () if args.ablations == "none" else tuple(x.strip() for x in args.ablations.split(",") if x.strip())
     else:
-        names = SMOKE_ABLATIONS if args.smoke else tuple(ABLATIONS)
+        names = SMOKE_ABLATIONS if args.smoke else tuple(n for n in ABLATIONS if n not in SECOND_PRETRAINING)
     # The morpheme vocabulary: a prebuilt one (`rekit pretrain --tokenizer-only --scratch-tokenizer
     # morpheme`, where kiwipiepy is installed) or built here if kiwipiepy is importable.
     morph = args.morpheme_tokenizer if args.morpheme_tokenizer and Path(args.morpheme_tokenizer).is_dir() else (
@@ -437,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", default=str(SHARED / "train.csv"))
     p.add_argument("--dev", default=str(SHARED / "dev.csv"))
     p.add_argument("--budget-minutes", type=float, default=9.0, help="wall-clock budget of the whole run")
-    p.add_argument("--pretrain-minutes", type=float, default=2.5, help="time cap of each MLM pretraining")
+    p.add_argument("--pretrain-minutes", type=float, default=4.0, help="time cap of each MLM pretraining (at most half the budget)")
+    p.add_argument("--eager", action="store_true", help="no CUDA graphs (pretrain --no-graphs, train --compile off)")
     p.add_argument("--finetune-estimate", type=float, default=120.0, help="expected seconds of one fold job (gates optional jobs)")
     p.add_argument("--jobs", type=int, default=None, help="concurrent jobs (default 8 on CUDA, 2 on CPU)")
     p.add_argument("--size", choices=("tiny", "small", "medium", "base"), help="encoder size (default: the recipe's)")
@@ -453,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subprocesses", action="store_true", help="run jobs as subprocesses even with --smoke")
     p.add_argument("--dry-run", action="store_true", help="print the job plan (commands, dependencies) and exit")
     args = p.parse_args(argv)
+    global EAGER
+    EAGER = args.eager
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no hub anywhere in this benchmark
     args.inline = (args.inline or args.smoke) and not args.subprocesses
     unknown = [n for n in (args.ablations or "").split(",") if n.strip() and n.strip() not in (*ABLATIONS, "none")]

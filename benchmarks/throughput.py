@@ -256,27 +256,34 @@ def run_rekit(args, config, feats, label_map, device, compile_mode):
         "mfu_useful_pct": round(100 * steady_flops / steady_s / PEAK_BF16, 2), "peak_mem_gib": peak_gib(),
         "warmup_s": round(first["train_seconds"], 2), "steps": rows[-1]["step"],
         "loss_last": round(float(losses[-1]), 4), "batch_size": args.batch_size, "wall_s": round(total, 1),
-        "compile_s": result.timing.get("compile_s") if getattr(result, "timing", None) else None,
+        "overall_samples_per_s": round(sum(r["train_samples"] for r in rows) / sum(r["train_seconds"] for r in rows), 1),
+        "step_graphs": result.timing or None,
     }
 
 
 def run_inference(args, config, feats, device):
-    """One fold model's predict_proba over the data (rekit's batched, length-sorted inference)."""
-    model = rekit_model(args, config, args.n_labels).to(device).eval()
+    """One fold model's predict_proba over the data (rekit's batched, length-sorted inference):
+    bf16 autocast over fp32 weights, and the weights cast to bf16 (what `rekit predict` does on a GPU)."""
     n = min(len(feats), args.infer_rows)
     sub = feats.subset(range(n))
     out = []
-    for bs in args.infer_batch:
-        for dtype_name, amp in (("bf16-autocast", torch.bfloat16 if device.type == "cuda" else None),):
+    for mode in args.infer_modes:
+        model = rekit_model(args, config, args.n_labels).to(device).eval()
+        amp = torch.bfloat16 if device.type == "cuda" else None
+        if mode == "bf16-weights" and device.type == "cuda":
+            model, amp = model.to(torch.bfloat16), None
+        for bs in args.infer_batch:
             predict_proba(model, sub.subset(range(min(n, bs * 2))), args.tokenizer.pad_token_id, bs, device, amp)  # warm-up
             sync()
             t0 = time.perf_counter()
             predict_proba(model, sub, args.tokenizer.pad_token_id, bs, device, amp)
             sync()
             dt = time.perf_counter() - t0
-            out.append({"system": f"inference ({dtype_name}, batch {bs})", "samples_per_s": round(n / dt, 1),
+            out.append({"system": f"inference ({mode}, batch {bs})", "samples_per_s": round(n / dt, 1),
                         "mfu_useful_pct": round(100 * flops(config, sub.lengths(), train=False) / dt / PEAK_BF16, 2),
                         "peak_mem_gib": peak_gib(), "rows": n})
+        del model
+        reset_memory()
     return out
 
 
@@ -285,14 +292,14 @@ def markdown(results, meta) -> str:
     lines = [f"Machine: {meta['device']}; torch {meta['torch']}; shape {meta['shape']} ({meta['params_m']}M parameters); "
              f"batch {meta['batch_size']}; {meta['steps']} steps, warm-up {meta['warmup']}; data {meta['data']} "
              f"(mean {meta['mean_tokens']:.1f} tokens/example).", "",
-             "| system | samples/s | useful-token MFU % | peak GiB | warm-up s | loss (last steps) |",
-             "|---|---|---|---|---|---|"]
+             "| system | samples/s | useful-token MFU % | peak GiB | warm-up s | loss (last steps) | samples/s incl. warm-up |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['system']} | failed: {r['error'][:80]} | | | | |")
+            lines.append(f"| {r['system']} | failed: {r['error'][:80]} | | | | | |")
             continue
         lines.append(f"| {r['system']} | {r['samples_per_s']:,} | {r['mfu_useful_pct']} | {r.get('peak_mem_gib')} | "
-                     f"{r.get('warmup_s', '')} | {r.get('loss_last', '')} |")
+                     f"{r.get('warmup_s', '')} | {r.get('loss_last', '')} | {r.get('overall_samples_per_s', '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -304,22 +311,24 @@ def main(argv=None):
     p.add_argument("--data", type=Path, default=DATA)
     p.add_argument("--shape", choices=SHAPES, default="large")
     p.add_argument("--systems", default="hf_community,hf_tuned,eager,rekit,inference")
-    p.add_argument("--rekit-compile", default="off,reduce-overhead", help="comma-separated compile modes to measure")
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--warmup", type=int, default=30, help="steps excluded from the steady-state rate")
+    p.add_argument("--rekit-compile", default="off,graphs,graphs-inductor", help="comma-separated --compile modes to measure")
+    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--warmup", type=int, default=100, help="steps excluded from the steady-state rate")
     p.add_argument("--loss-window", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--community-batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--infer-batch", default="512,1024")
+    p.add_argument("--infer-batch", default="512,1024,2048")
+    p.add_argument("--infer-modes", default="bf16-autocast,bf16-weights")
     p.add_argument("--infer-rows", type=int, default=20000)
     args = p.parse_args(argv)
     if args.smoke:
         args.shape, args.steps, args.warmup, args.vocab, args.loss_window = "tiny", 8, 3, 800, 3
         args.max_length, args.infer_rows, args.infer_batch = 96, 200, "64"
     args.infer_batch = [int(x) for x in str(args.infer_batch).split(",")]
+    args.infer_modes = args.infer_modes.split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     args.work.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -91,11 +91,14 @@ class TrainConfig:
     augment_prob: float = _f(0.3, "share of training rows that get an entity/punct augmented copy")
     token_mask_prob: float = _f(0.1, "share of ordinary tokens masked per step with --augment mask")
     precision: str = _f("auto", "auto: bf16 autocast on CUDA (fp16 if no bf16), fp32 on CPU", ("auto", "bf16", "fp16", "fp32"))
-    compile: str = _f("auto", "torch.compile the training step: auto (= off: compiling costs minutes per fold, "
-                      "see BENCHMARKS.md), off, default, reduce-overhead (CUDA graphs), max-autotune",
-                      ("auto", "off", "default", "reduce-overhead", "max-autotune"))
-    pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 when compiled, 8 on "
-                           "CUDA, 1 on CPU); coarser = fewer shapes to compile, more padding")
+    compile: str = _f("auto", "how the training step runs on a GPU: auto (= graphs on CUDA, off on CPU), off "
+                      "(eager), graphs (each padded batch shape captured once as a CUDA graph of the whole step: "
+                      "forward, backward, clipping, AdamW), graphs-inductor (the same over torch.compile-fused "
+                      "kernels; compiling costs a minute or more), or torch.compile's default, reduce-overhead, "
+                      "max-autotune; see BENCHMARKS.md", ("auto", "off", "graphs", "graphs-inductor", "default",
+                                                          "reduce-overhead", "max-autotune"))
+    pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 with torch.compile modes, 8 "
+                           "otherwise on CUDA, 1 on CPU); coarser = fewer shapes to compile, more padding")
     parallel: str = _f("folds", "under torchrun: folds (one fold per process) or ddp (all processes train each "
                        "fold together); ignored in a single process", ("folds", "ddp"))
     metric: str = _f("micro_f1", "metric that picks the best checkpoint per fold", METRICS)

@@ -88,6 +88,10 @@ class Ensemble:
         if i in self._cache:
             return self._cache[i]
         member = REModel.load(self.dirs[i], self.trust_remote_code, self.device)
+        if self.amp_dtype == torch.bfloat16:
+            # Predicting only: bf16 weights instead of autocast over fp32 ones (no per-op casts, half
+            # the memory traffic; BENCHMARKS.md "Training throughput and inference speed").
+            member[0].to(torch.bfloat16)
         if self.keep_loaded:
             self._cache[i] = member
         return member
@@ -102,7 +106,8 @@ class Ensemble:
             key = _fingerprint(self.dirs[i], spec)
             if key not in encoded:
                 encoded[key] = REEncoder(tokenizer, spec.marker, spec.max_length, spec.first_segment).encode(records)
-            out.append(predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, self.amp_dtype))
+            amp = None if self.amp_dtype == torch.bfloat16 else self.amp_dtype  # bf16 members are cast already
+            out.append(predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, amp))
             if not self.keep_loaded:
                 del model
                 gc.collect()

@@ -71,7 +71,7 @@ def run(args) -> int:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,
         seed=args.seed, max_minutes=args.max_minutes, precision=args.precision, device=args.device,
-        progress=args.progress,
+        progress=args.progress, graphs=args.graphs,
     )
     if args.tokenizer_only:
         extra = new_tokens(args.marker, sorted(set(args.entity_types)))
@@ -144,6 +144,9 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
                    help="auto: bf16 autocast on CUDA, fp32 on CPU")
+    p.add_argument("--graphs", default=True, action=argparse.BooleanOptionalAction,
+                   help="on CUDA (bf16/fp32): replay each batch shape's whole step as a CUDA graph, captured once "
+                   "(the host launches one graph per step instead of thousands of kernels)")
     p.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction, help="show a progress bar")
     add_config_flags(p, only=READ_FIELDS, sections=("data",))
     p.set_defaults(func=run)

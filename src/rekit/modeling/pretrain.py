@@ -8,7 +8,9 @@ model directory (config.json, model.safetensors, tokenizer files) that `rekit tr
 and `AutoModel.from_pretrained(DIR)` load.
 
 The loop is plain: bucketed batches, dynamic masking, AdamW with rekit's warmup + decay
-schedule, bf16 autocast on CUDA, logits computed only at the masked positions.
+schedule, bf16 autocast on CUDA. Eager steps compute vocabulary logits only at the masked
+positions; on CUDA most steps are CUDA graph replays (training/graphs.py), which compute them at
+every position instead, so that a step's shapes depend on the batch shape only.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ from tqdm.auto import tqdm
 
 from rekit.encoding.collate import bucket_batches
 from rekit.io import atomic_write_text
-from rekit.modeling.mlm_data import MLMCollator, MLMCorpus, encode_corpus
+from rekit.modeling.mlm_data import IGNORE, MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+from rekit.training import graphs as step_graphs
 from rekit.training.optim import apply_update, lr_factor, param_groups
 
 LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
@@ -50,6 +53,7 @@ class PretrainSettings:
     precision: str = "auto"
     device: str = "auto"
     progress: bool = True
+    graphs: bool = True  # on CUDA: whole steps replayed as CUDA graphs (training/graphs.py)
 
 
 def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):
@@ -78,6 +82,23 @@ def masked_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     h = h.reshape(-1, h.size(-1)).index_select(0, batch["target_index"])  # (M, H): the masked tokens
     logits = head(h)  # (M, V)
     return torch.nn.functional.cross_entropy(logits.float(), batch["target_labels"])
+
+
+def all_positions_loss(model, input_ids, attention_mask, labels) -> tuple[None, torch.Tensor]:
+    """The same mean cross-entropy as `masked_loss`, with vocabulary logits at every position and
+    the unmasked ones ignored: fixed shapes for a given batch shape, so the step can be a CUDA
+    graph (more arithmetic than `masked_loss`, no host work). -> (None, loss), as a training
+    forward returns."""
+    base = getattr(model, "base_model", None)
+    head = getattr(model, "cls", None)
+    head = getattr(model, "lm_head", None) if head is None else head
+    if base is None or head is None or base is model:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+    else:
+        logits = head(base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
+    total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
+                                              ignore_index=IGNORE, reduction="sum")
+    return None, total / (labels != IGNORE).sum().clamp(min=1)
 
 
 @torch.inference_mode()
@@ -131,9 +152,15 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
          f"({len(train):,} train / {len(valid):,} held-out sentences), masking {s.masking} {s.mask_prob:.0%}")
 
     model.to(device).train()
-    fused = {"fused": True} if device.type == "cuda" else {}
+    graphed = s.graphs and step_graphs.usable(device, 1, False, amp_dtype) is None
+    fused = {"fused": True, "capturable": graphed} if device.type == "cuda" else {}
     optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.lr, **fused)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    graphs = None
+    if graphed:
+        forward = lambda **b: all_positions_loss(model, **b)  # noqa: E731
+        graphs = step_graphs.StepGraphs(forward, [q for q in model.parameters() if q.requires_grad], optimizer,
+                                        amp_dtype, s.max_grad_norm, echo=echo)
     steps_per_epoch = math.ceil(len(train) / s.batch_size)
     total = s.epochs * steps_per_epoch
     warmup = int(round(s.warmup_ratio * total))
@@ -152,12 +179,19 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
             if step >= total:
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in collate_train(idx, gen).items()}
+            lr = s.lr * lr_factor(step, total, warmup, s.scheduler)
             for group in optimizer.param_groups:
-                group["lr"] = s.lr * lr_factor(step, total, warmup, s.scheduler)
-            with autocast(device, amp_dtype):
-                loss = masked_loss(model, batch)
-            (scaler.scale(loss) if scaler else loss).backward()
-            apply_update(model, optimizer, scaler, s.max_grad_norm)
+                if isinstance(group["lr"], torch.Tensor):
+                    group["lr"].fill_(lr)  # read by the CUDA graphs
+                else:
+                    group["lr"] = lr
+            loss = graphs.step({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}) if graphs else None
+            if loss is None:  # eager: the first step, a new batch shape, or no CUDA graphs here
+                optimizer.zero_grad(set_to_none=True)
+                with autocast(device, amp_dtype):
+                    loss = masked_loss(model, batch)
+                (scaler.scale(loss) if scaler else loss).backward()
+                apply_update(model, optimizer, scaler, s.max_grad_norm)
             loss_sum += loss.detach()
             n_batches += 1
             step += 1
@@ -175,7 +209,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
         epoch += 1
         train_loss = (loss_sum / max(1, n_batches)).item()
         valid_loss = validation_loss(model, collate_valid, len(valid), 256, device, amp_dtype)
-        row = {"epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"], "train_loss": round(train_loss, 4),
+        row = {"epoch": epoch, "step": step, "lr": float(optimizer.param_groups[0]["lr"]), "train_loss": round(train_loss, 4),
                "valid_loss": round(valid_loss, 4), "valid_perplexity": round(math.exp(min(valid_loss, 50)), 2),
                "time": round(time.time() - t_start, 1)}
         history.append(row)
@@ -192,7 +226,8 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
     summary = {"settings": asdict(s), "texts": len(texts), "tokens": corpus.n_tokens(), "train_sentences": len(train),
                "valid_sentences": len(valid), "steps": step, "epochs_run": epoch, "note": budget_note,
                "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
-               "seconds": round(time.time() - t_start, 1), "final": history[-1] if history else {}}
+               "seconds": round(time.time() - t_start, 1), "final": history[-1] if history else {},
+               "step_graphs": graphs.stats() if graphs else None}
     atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
     if history:
         last = history[-1]

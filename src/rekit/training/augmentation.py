@@ -55,14 +55,16 @@ def install_token_masking(model, tokenizer, prob: float):
     if prob <= 0 or tokenizer.mask_token_id is None:
         return None
     mask_id = tokenizer.mask_token_id
-    keep = torch.as_tensor(protected_ids(tokenizer), dtype=torch.long)
+    keep = {"cpu": torch.as_tensor(protected_ids(tokenizer), dtype=torch.long)}
 
     def hook(module, args):
         if not module.training:
             return None
         ids = args[0]
+        if str(ids.device) not in keep:  # copied once: no host-to-device copy inside a CUDA graph capture
+            keep[str(ids.device)] = keep["cpu"].to(ids.device)
         hit = torch.rand(ids.shape, device=ids.device) < prob
-        hit &= ~torch.isin(ids, keep.to(ids.device))
+        hit &= ~torch.isin(ids, keep[str(ids.device)])
         return (torch.where(hit, torch.full_like(ids, mask_id), ids), *args[1:])
 
     return model.encoder.get_input_embeddings().register_forward_pre_hook(hook)

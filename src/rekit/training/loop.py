@@ -38,8 +38,9 @@ from rekit.modeling.inference import predict_proba
 from rekit.modeling.model import REModel
 from rekit.runtime import autocast, autocast_dtype
 from rekit.training import checkpoint
+from rekit.training import graphs as step_graphs
 from rekit.training.optim import apply_update, make_optimizer, make_scheduler
-from rekit.training.step import compile_forward, pad_multiple, resolve_compile
+from rekit.training.step import GRAPH_MODES, compile_forward, pad_multiple, resolve_compile
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -55,6 +56,7 @@ class FitResult:
     stopped: str | None = None  # why training ended early, if it did
     nonfinite: bool = False  # it ended on a non-finite loss (the best checkpoint before it is kept)
     notes: list[str] = field(default_factory=list)  # things the user should know (an OOM retry)
+    timing: dict = field(default_factory=dict)  # how the steps ran (CUDA graph captures, replays)
 
 
 @dataclass
@@ -133,6 +135,17 @@ def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> s
             f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")
 
 
+def host_lr(state: dict) -> dict:
+    """An optimizer's or scheduler's state dict with learning rates as floats: under CUDA graphs
+    they are GPU tensors (graphs.py), which a resumed run re-creates itself."""
+    as_float = lambda v: float(v) if isinstance(v, torch.Tensor) else v  # noqa: E731
+    if "param_groups" in state:
+        state = {**state, "param_groups": [{**g, "lr": as_float(g["lr"])} for g in state["param_groups"]]}
+    if "_last_lr" in state:
+        state = {**state, "_last_lr": [as_float(v) for v in state["_last_lr"]]}
+    return state
+
+
 def release_cuda_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -195,16 +208,24 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    compile_mode = resolve_compile(cfg.compile, device)
-    forward = compile_forward(net, compile_mode)
     amp_dtype = autocast_dtype(cfg.precision, device)
+    compile_mode = resolve_compile(cfg.compile, device)
+    why_eager = step_graphs.usable(device, cfg.grad_accum, ddp, amp_dtype) if compile_mode in GRAPH_MODES else None
+    if why_eager:
+        if cfg.compile != "auto":
+            echo(f"{desc}: --compile {cfg.compile}: {why_eager}")
+        compile_mode = "off"
+    forward = compile_forward(net, compile_mode)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     rng = np.random.default_rng(seed)  # batch order; its state is part of the saved state
     lengths = train.lengths()
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    optimizer = make_optimizer(model, cfg, device)
+    graphed = compile_mode in GRAPH_MODES
+    optimizer = make_optimizer(model, cfg, device, capturable=graphed)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
+    graphs = (step_graphs.StepGraphs(forward, [q for q in model.parameters() if q.requires_grad], optimizer,
+                                     amp_dtype, cfg.max_grad_norm, echo=echo) if graphed else None)
     collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device))
     if main:
         model.save(fold_dir, tokenizer, label_map, weights=False)  # the weights come with the first evaluation
@@ -267,8 +288,17 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
             total += loss.detach() * len(part)
         return total
 
-    def train_step(step_batch: list[int]) -> None:
-        nonlocal loss_sum
+    def graph_step(step_batch: list[int]) -> torch.Tensor | None:
+        """The step as one CUDA graph replay; None when it must run eagerly (see graphs.py)."""
+        if graphs is None or p.accum != 1:
+            return None
+        batch = next(iterate(train, [step_batch], collator, device))
+        loss = graphs.step(batch)
+        return None if loss is None else loss.detach() * len(step_batch)
+
+    def eager_step(step_batch: list[int]) -> torch.Tensor:
+        """Forward/backward (retrying smaller micro-batches after an OOM if asked) and the update."""
+        optimizer.zero_grad(set_to_none=True)  # after graph replays the gradients point into their pool
         while True:
             try:
                 step_loss = accumulate(step_batch)
@@ -287,6 +317,13 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
             result.notes.append(note)
             echo(f"{desc}: {note}")
         apply_update(model, optimizer, scaler, cfg.max_grad_norm)
+        return step_loss
+
+    def train_step(step_batch: list[int]) -> None:
+        nonlocal loss_sum
+        step_loss = graph_step(step_batch)
+        if step_loss is None:
+            step_loss = eager_step(step_batch)
         scheduler.step()
         loss_sum += step_loss
         p.loss_count += len(dist.shard(step_batch)) if ddp else len(step_batch)
@@ -316,11 +353,13 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
             stop_nonfinite()
             return False
         p.checked = p.step
-        row = {"epoch": round(epoch, 3), "step": p.step, "lr": scheduler.get_last_lr()[0],
+        row = {"epoch": round(epoch, 3), "step": p.step, "lr": float(scheduler.get_last_lr()[0]),
                "train_loss": train_loss, "valid_loss": metrics["loss"],
                **{k: metrics[k] for k in ("micro_f1", "auprc", "accuracy", "macro_f1")},
                "time": round(time.time() - t0, 2), "train_samples": seg["samples"], "train_tokens": seg["tokens"],
                "train_seconds": round(seconds, 4), "samples_per_s": round(seg["samples"] / max(seconds, 1e-9), 1)}
+        if graphs is not None:
+            row["step_graphs"] = graphs.stats()
         result.history.append(row)
         if log and main:
             log.write(row)
@@ -357,8 +396,8 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         epoch_rng = rng.bit_generator.state if p.step % steps_per_epoch == 0 else p.epoch_rng
         progress = {f.name: getattr(p, f.name) for f in fields(p)} | {"epoch_rng": epoch_rng}
         checkpoint.save_state(fold_dir, p.step, {
-            "shape": shape, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+            "shape": shape, "model": model.state_dict(), "optimizer": host_lr(optimizer.state_dict()),
+            "scheduler": host_lr(scheduler.state_dict()), "scaler": scaler.state_dict() if scaler else None,
             "rng": checkpoint.capture_rng(), "progress": progress, "loss_sum": loss_sum,
             "result": {f.name: getattr(result, f.name) for f in fields(result)}})
         saved_at = p.step
@@ -408,6 +447,9 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         oom = True  # raised below, outside `except`, so the failed step's memory can be freed
     finally:
         bar.close()
+        if graphs is not None:
+            result.timing = graphs.stats()
+            del graphs  # the graphs' memory pool is freed with them
     if oom:
         release_cuda_memory(device)
         if phase == "evaluation":

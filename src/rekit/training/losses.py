@@ -28,17 +28,18 @@ class FocalLoss(nn.Module):
         self.gamma, self.label_smoothing, self.ignore_index = gamma, label_smoothing, ignore_index
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """logits: (B, C) float; labels: (B,) class ids -> scalar mean over the kept rows."""
-        keep = labels != self.ignore_index
-        logits, labels = logits[keep], labels[keep]
-        if labels.numel() == 0:
-            return logits.sum() * 0.0  # keeps the graph (and the device) for an all-ignored batch
+        """logits: (B, C) float; labels: (B,) class ids -> scalar mean over the kept rows.
+
+        Masked, not indexed: no data-dependent shapes, so the loss can be part of a CUDA graph."""
+        keep = (labels != self.ignore_index).to(logits.dtype)
+        safe = torch.where(labels == self.ignore_index, torch.zeros_like(labels), labels)
         log_p = torch.log_softmax(logits.float(), dim=-1)
-        ce = nn.functional.nll_loss(log_p, labels, reduction="none")
+        ce = nn.functional.nll_loss(log_p, safe, reduction="none")
         if self.label_smoothing:
             ce = (1 - self.label_smoothing) * ce - self.label_smoothing * log_p.mean(dim=-1)
-        p_true = log_p.gather(1, labels[:, None]).squeeze(1).exp()
-        return ((1 - p_true).clamp(min=0) ** self.gamma * ce).mean()
+        p_true = log_p.gather(1, safe[:, None]).squeeze(1).exp()
+        per_row = (1 - p_true).clamp(min=0) ** self.gamma * ce
+        return (per_row * keep).sum() / keep.sum().clamp(min=1.0)
 
 
 def make_loss(loss: str = "ce", label_smoothing: float = 0.0, focal_gamma: float = 2.0) -> nn.Module:

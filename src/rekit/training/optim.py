@@ -18,8 +18,11 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    fused = {"fused": True} if device.type == "cuda" else {}
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
+                   capturable: bool = False) -> torch.optim.Optimizer:
+    """Fused AdamW on CUDA. capturable: its step counts live on the GPU, so the update can be part of a
+    CUDA graph (training/graphs.py turns the learning rate into a GPU tensor at the first capture)."""
+    fused = {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, **fused)
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)

@@ -9,30 +9,37 @@ from __future__ import annotations
 import torch
 
 
+GRAPH_MODES = ("graphs", "graphs-inductor")  # whole-step CUDA graphs (training/graphs.py)
+
+
 def resolve_compile(mode: str, device: torch.device) -> str:
-    """auto = eager, measured (BENCHMARKS.md, "Training throughput"): on an H200 a RoBERTa-large
-    step compiled with CUDA graphs runs ~4x faster than eager at one fixed shape, but with
-    KLUE's varying lengths compiling and recording cost ~3 minutes per fold and 150 steps
-    later the rate was still that of eager; a KLUE-sized fold (~2-3 minutes eager) never wins
-    that back. `--compile reduce-overhead` is there for long runs."""
+    """auto = whole-step CUDA graphs on a GPU (graphs.py; one capture per padded shape, seconds in
+    all, measured in BENCHMARKS.md "Training throughput"), eager on a CPU. torch.compile's own
+    modes stay options: with KLUE's varying lengths they recompile and re-record for minutes per
+    fold, which a 2-3 minute fold never wins back."""
     if mode == "auto":
-        return "off"
+        return "graphs" if device.type == "cuda" else "off"
     return mode
 
 
 def compile_forward(module: torch.nn.Module, mode: str):
-    """The callable the training step runs. dynamic=None: the first shape compiles static, the
-    second marks the varying dimensions dynamic, so compilations stay few; CUDA graphs are then
-    recorded per padded shape (bounded by --pad-multiple)."""
-    if mode == "off":
+    """The callable the training step runs. graphs: the module itself (its kernels are captured);
+    graphs-inductor: inductor-fused kernels, compiled once for all lengths (dynamic), captured
+    the same way; torch.compile modes: dynamic=None (the first shape compiles static, the second
+    marks the varying dimensions dynamic) with CUDA graphs recorded per padded shape by
+    reduce-overhead."""
+    if mode in ("off", "graphs"):
         return module
+    if mode == "graphs-inductor":
+        return torch.compile(module, dynamic=True)
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 
 def pad_multiple(requested: int, compile_mode: str, device: torch.device) -> int:
-    """Compiled: coarse (32) so few shapes are recorded; eager CUDA: 8 for tensor cores; CPU: none."""
+    """torch.compile modes: coarse (32) so few shapes are recorded; otherwise on CUDA 8 (tensor cores,
+    and at most 32 graph shapes up to 256 tokens); CPU: none."""
     if requested > 0:
         return requested
     if device.type != "cuda":
         return 1
-    return 32 if compile_mode != "off" else 8
+    return 8 if compile_mode in ("off", *GRAPH_MODES) else 32

@@ -1,0 +1,150 @@
+"""Whole training steps as CUDA graphs: forward, backward, clipping and AdamW, one replay per step.
+
+At batch 32 a transformer step launches thousands of small kernels and the GPU waits on the
+host (BENCHMARKS.md, "Training throughput"). Here each padded batch shape (rows x length) is
+captured once, the first time it is seen, into a graph that holds the whole step; every later
+step of that shape copies its token ids into the graph's static inputs and replays it. The
+host then issues one launch per step, whatever the model's size.
+
+What a graph needs, and how the loop provides it:
+- shapes are bounded: the collator pads lengths to a multiple (8 by default), and a step whose
+  shape has no graph yet runs eagerly while its graph is captured for next time;
+- the optimizer is capturable (step counts and learning rate live on the GPU; the scheduler
+  writes the learning rate into its tensor in place) and has its state before any capture,
+  so the first step of a run is always eager;
+- nothing in the step reads a value back to the host (the loss stays on the device).
+
+Graphs share one memory pool: they never run concurrently and each replay recomputes everything
+it reads except its inputs, the weights and the optimizer state (allocated outside the pool).
+The only output read after a replay, the loss, is consumed before the next replay.
+
+Not used (the loop runs eagerly instead) with gradient accumulation, DDP, fp16 loss scaling
+or on a CPU; `usable()` says why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None:
+    """None if whole-step graphs can run here, else the reason they cannot."""
+    if device.type != "cuda":
+        return "CUDA graphs need a CUDA device"
+    if accum != 1:
+        return "gradient accumulation (--grad-accum > 1) runs eagerly"
+    if ddp:
+        return "DDP all-reduces run eagerly"
+    if amp_dtype == torch.float16:
+        return "fp16 loss scaling runs eagerly (use --precision bf16)"
+    return None
+
+
+@dataclass
+class _Graph:
+    graph: torch.cuda.CUDAGraph
+    inputs: dict[str, torch.Tensor]
+    loss: torch.Tensor
+
+
+class StepGraphs:
+    """`step(batch)` runs one whole training step from a graph, or returns None when the caller
+    must run it eagerly (the run's first step, or a shape seen for the first time: its graph is
+    then captured before the next step of that shape)."""
+
+    def __init__(self, forward, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+                 amp_dtype, max_grad_norm: float, max_graphs: int = 64, echo=print):
+        self.forward, self.params, self.optimizer = forward, params, optimizer
+        self.amp_dtype, self.max_grad_norm, self.max_graphs = amp_dtype, max_grad_norm, max_graphs
+        self.graphs: dict[tuple, _Graph] = {}
+        self.pending: set[tuple] = set()  # shapes seen once: captured when seen again
+        self.pool = None
+        self.capture_seconds = 0.0
+        self.replays = 0
+        self.eager_steps = 0
+        self.failed: str | None = None  # a capture failed: every later step runs eagerly
+        self.echo = echo
+
+    @staticmethod
+    def key(batch: dict[str, torch.Tensor]) -> tuple:
+        return tuple((k, tuple(v.shape), v.dtype) for k, v in sorted(batch.items()))
+
+    def step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Replay (capturing first if needed) the step for this batch; the loss (a device tensor,
+        valid until the next step) or None = run this step eagerly."""
+        key = self.key(batch)
+        g = self.graphs.get(key)
+        if g is None:
+            # Capture on the second sighting: a shape seen once (a rare long batch) never pays for a
+            # capture, and the optimizer has its state by then (the first step is always eager).
+            if (self.failed or key not in self.pending or len(self.graphs) >= self.max_graphs
+                    or not self.optimizer.state):
+                self.pending.add(key)
+                self.eager_steps += 1
+                return None
+            try:
+                g = self._capture(key, batch)
+            except torch.cuda.OutOfMemoryError:
+                raise  # the loop's OOM handling says what would fit
+            except RuntimeError as e:  # e.g. an operation that cannot be captured: train on, eagerly
+                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+                self.optimizer.zero_grad(set_to_none=True)
+                self.echo(f"CUDA graph capture failed ({self.failed}); continuing with eager steps")
+                self.eager_steps += 1
+                return None
+        for name, t in g.inputs.items():
+            t.copy_(batch[name], non_blocking=True)
+        g.graph.replay()
+        self.replays += 1
+        return g.loss
+
+    def _autocast(self):
+        if self.amp_dtype is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        # No weight-cast cache: cached casts would be allocated during one capture and reused by others.
+        return torch.autocast("cuda", dtype=self.amp_dtype, cache_enabled=False)
+
+    def _fwd_bwd(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        with self._autocast():
+            _, loss = self.forward(**inputs)
+        loss.backward()
+        return loss
+
+    def _capture(self, key: tuple, batch: dict[str, torch.Tensor]) -> _Graph:
+        t0 = time.perf_counter()
+        for group in self.optimizer.param_groups:
+            if not isinstance(group["lr"], torch.Tensor):  # a float would be frozen into the graph
+                group["lr"] = torch.tensor(float(group["lr"]), device=self.params[0].device)
+        inputs = {k: v.clone() for k, v in batch.items()}
+        # Warm up this shape on a side stream (library workspaces, lazy inits), forward and backward
+        # only: the weights and the optimizer state are not touched.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            self.optimizer.zero_grad(set_to_none=True)
+            self._fwd_bwd(inputs)
+            self.optimizer.zero_grad(set_to_none=True)  # the capture must create the gradients itself
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self.pool):
+            loss = self._fwd_bwd(inputs).detach()
+            if self.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+            self.optimizer.step()
+        if self.pool is None:
+            self.pool = graph.pool()
+        # The gradients now point into the pool; eager steps must start from none.
+        self.optimizer.zero_grad(set_to_none=True)
+        g = self.graphs[key] = _Graph(graph, inputs, loss)
+        self.pending.discard(key)
+        self.capture_seconds += time.perf_counter() - t0
+        return g
+
+    def stats(self) -> dict:
+        return {"graphs": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps,
+                "capture_s": round(self.capture_seconds, 2), **({"failed": self.failed} if self.failed else {})}

@@ -1,0 +1,146 @@
+"""Whole-step CUDA graphs (training/graphs.py): when they apply, and — on a GPU — that they
+train exactly like the eager loop. The GPU tests are skipped on CPU-only machines; the device
+run in BENCHMARKS.md ("Training throughput") runs them on an H200."""
+
+import pytest
+import torch
+
+from rekit.config import RunConfig
+from rekit.data.labels import LabelMap
+from rekit.data.synthetic import make_splits
+from rekit.encoding.tokenize import REEncoder
+from rekit.modeling.backbone import build_model, load_tokenizer
+from rekit.runtime import seed_everything
+from rekit.training import graphs
+from rekit.training.cv import tokenizer_corpus
+from rekit.training.loop import fit, host_lr
+from rekit.training.step import pad_multiple, resolve_compile
+
+CPU = torch.device("cpu")
+CUDA = torch.device("cuda")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA device")
+
+
+def test_auto_is_graphs_on_cuda_and_eager_on_cpu():
+    assert resolve_compile("auto", CUDA) == "graphs"
+    assert resolve_compile("auto", CPU) == "off"
+    assert resolve_compile("reduce-overhead", CPU) == "reduce-overhead"
+    assert pad_multiple(0, "graphs", CUDA) == 8
+    assert pad_multiple(0, "reduce-overhead", CUDA) == 32
+    assert pad_multiple(0, "off", CPU) == 1
+    assert pad_multiple(16, "graphs", CUDA) == 16
+
+
+def test_graphs_are_refused_where_they_cannot_run():
+    assert "CUDA" in graphs.usable(CPU, 1, False, None)
+    assert "--grad-accum" in graphs.usable(CUDA, 2, False, torch.bfloat16)
+    assert "DDP" in graphs.usable(CUDA, 1, True, torch.bfloat16)
+    assert "fp16" in graphs.usable(CUDA, 1, False, torch.float16)
+    assert graphs.usable(CUDA, 1, False, torch.bfloat16) is None
+    assert graphs.usable(CUDA, 1, False, None) is None
+
+
+def test_saved_learning_rates_are_plain_floats():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
+    opt.param_groups[0]["lr"] = torch.tensor(5e-4)
+    state = host_lr(opt.state_dict())
+    assert state["param_groups"][0]["lr"] == pytest.approx(5e-4) and isinstance(state["param_groups"][0]["lr"], float)
+    sched = {"base_lrs": [1e-3], "_last_lr": [torch.tensor(2e-4)]}
+    assert host_lr(sched)["_last_lr"] == [pytest.approx(2e-4)]
+    assert isinstance(opt.param_groups[0]["lr"], torch.Tensor)  # the live optimizer is untouched
+
+
+def test_cpu_run_with_graphs_requested_trains_eagerly(tmp_path):
+    train, _ = make_splits(seed=1, n_train=96, n_test=8)
+    cfg = RunConfig.from_dict({}, {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 800,
+                                   "max_length": 64, "batch_size": 16, "epochs": 1, "progress": False,
+                                   "compile": "graphs"})
+    lm = LabelMap.infer([r.label for r in train])
+    tok = load_tokenizer(cfg.model, tokenizer_corpus(train, cfg), ["PER", "ORG", "LOC", "DAT"])
+    feats = REEncoder(tok, cfg.model.marker, cfg.model.max_length).encode(train, lm)
+    said = []
+    result = fit(build_model(cfg.model, tok, lm), tok, lm, feats, feats, cfg.train, tmp_path / "f", seed=0,
+                 device=CPU, echo=said.append)
+    assert any("need a CUDA device" in s for s in said)
+    assert result.timing == {} and len(result.history) == 1
+
+
+def _train(tmp_path, name, **kw):
+    train, _ = make_splits(seed=2, n_train=400, n_test=8)
+    base = {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500, "max_length": 96,
+            "lr": 1e-3, "batch_size": 16, "epochs": 3, "progress": False, "dropout": 0.0, "precision": "fp32"}
+    cfg = RunConfig.from_dict({}, {**base, **kw})
+    lm = LabelMap.infer([r.label for r in train])
+    seed_everything(0)
+    tok = load_tokenizer(cfg.model, tokenizer_corpus(train, cfg), ["PER", "ORG", "LOC", "DAT"])
+    feats = REEncoder(tok, cfg.model.marker, cfg.model.max_length).encode(train, lm)
+    seed_everything(0)
+    model = build_model(cfg.model, tok, lm)
+    result = fit(model, tok, lm, feats, feats.subset(range(64)), cfg.train, tmp_path / name, seed=0, device=CUDA)
+    return model, result
+
+
+@needs_cuda
+def test_graphs_train_like_the_eager_loop(tmp_path):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    eager, r_eager = _train(tmp_path, "eager", compile="off")
+    graphed, r_graphs = _train(tmp_path, "graphs", compile="graphs")
+    stats = r_graphs.timing
+    assert stats["graphs"] >= 2 and stats["replays"] > stats["eager_steps"]  # most steps were replays
+    # Same batches, no dropout, fp32: the replayed steps compute what the eager ones do.
+    for a, b in zip(r_eager.history, r_graphs.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3, abs=1e-4)
+        assert b["lr"] == pytest.approx(a["lr"])
+    for (k, a), b in zip(eager.state_dict().items(), graphed.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-3, msg=k)
+
+
+@needs_cuda
+def test_graphs_with_bf16_dropout_focal_loss_and_token_masking(tmp_path):
+    _, r = _train(tmp_path, "bf16", compile="graphs", precision="bf16", dropout=0.1, loss="focal", augment="mask")
+    assert r.timing["replays"] > 0
+    losses = [row["train_loss"] for row in r.history]
+    assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
+
+
+@needs_cuda
+def test_graphs_inductor_trains(tmp_path):
+    _, r = _train(tmp_path, "inductor", compile="graphs-inductor", precision="bf16", dropout=0.1, epochs=2)
+    assert r.timing["replays"] > 0
+    assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+def test_all_positions_loss_equals_the_masked_positions_loss():
+    from rekit.modeling.mlm_data import MLMCollator, encode_corpus
+    from rekit.modeling.pretrain import all_positions_loss, masked_loss, scratch_mlm_model
+    from rekit.modeling.scratch import train_tokenizer
+
+    texts = [r.sentence for r in make_splits(seed=3, n_train=64, n_test=2)[0]]
+    tok = train_tokenizer(texts, 600)
+    torch.manual_seed(0)
+    model = scratch_mlm_model(tok, "tiny", 128, 0.0).eval()
+    batch = MLMCollator(encode_corpus(tok, texts, 64), tok)(list(range(32)), torch.Generator().manual_seed(0))
+    _, full = all_positions_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    torch.testing.assert_close(full, masked_loss(model, batch), atol=1e-5, rtol=1e-5)
+
+
+@needs_cuda
+def test_pretraining_with_graphs_matches_eager(tmp_path):
+    from rekit.modeling.pretrain import PretrainSettings, pretrain, scratch_mlm_model
+    from rekit.modeling.scratch import train_tokenizer
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    texts = [r.sentence for r in make_splits(seed=4, n_train=600, n_test=2)[0]]
+    tok = train_tokenizer(texts, 800)
+    runs = {}
+    for graphed in (False, True):
+        torch.manual_seed(0)
+        model = scratch_mlm_model(tok, "tiny", 128, 0.0)
+        s = PretrainSettings(epochs=4, lr=1e-3, batch_size=32, max_length=64, precision="fp32", progress=False,
+                             graphs=graphed)
+        runs[graphed] = pretrain(model, tok, texts, s, tmp_path / str(graphed), echo=lambda *_: None)
+    assert runs[True]["step_graphs"]["replays"] > runs[True]["step_graphs"]["eager_steps"]
+    assert runs[False]["step_graphs"] is None
+    a, b = runs[False]["final"], runs[True]["final"]
+    assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-3)
+    assert b["valid_loss"] == pytest.approx(a["valid_loss"], rel=2e-3)

@@ -65,15 +65,23 @@ def test_cpu_run_with_graphs_requested_trains_eagerly(tmp_path):
     assert result.timing == {} and len(result.history) == 1
 
 
-def _train(tmp_path, name, **kw):
+@pytest.fixture(scope="module")
+def data():
+    """Tokenizer and features built once: the scratch WordPiece trainer is not deterministic between
+    runs, so runs to be compared must share them."""
     train, _ = make_splits(seed=2, n_train=400, n_test=8)
+    cfg = RunConfig.from_dict({}, {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500,
+                                   "max_length": 96})
+    lm = LabelMap.infer([r.label for r in train])
+    tok = load_tokenizer(cfg.model, tokenizer_corpus(train, cfg), ["PER", "ORG", "LOC", "DAT"])
+    return lm, tok, REEncoder(tok, cfg.model.marker, cfg.model.max_length).encode(train, lm)
+
+
+def _train(data, tmp_path, name, **kw):
+    lm, tok, feats = data
     base = {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500, "max_length": 96,
             "lr": 1e-3, "batch_size": 16, "epochs": 3, "progress": False, "dropout": 0.0, "precision": "fp32"}
     cfg = RunConfig.from_dict({}, {**base, **kw})
-    lm = LabelMap.infer([r.label for r in train])
-    seed_everything(0)
-    tok = load_tokenizer(cfg.model, tokenizer_corpus(train, cfg), ["PER", "ORG", "LOC", "DAT"])
-    feats = REEncoder(tok, cfg.model.marker, cfg.model.max_length).encode(train, lm)
     seed_everything(0)
     model = build_model(cfg.model, tok, lm)
     result = fit(model, tok, lm, feats, feats.subset(range(64)), cfg.train, tmp_path / name, seed=0, device=CUDA)
@@ -81,10 +89,45 @@ def _train(tmp_path, name, **kw):
 
 
 @needs_cuda
-def test_graphs_train_like_the_eager_loop(tmp_path):
+def test_one_replayed_step_equals_one_eager_step():
+    """The mechanism alone: same weights, same batch; a replay updates the weights as an eager step does."""
+    from rekit.training.optim import apply_update
+
     torch.backends.cuda.matmul.allow_tf32 = False
-    eager, r_eager = _train(tmp_path, "eager", compile="off")
-    graphed, r_graphs = _train(tmp_path, "graphs", compile="graphs")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Flatten(), torch.nn.Linear(16 * 6, 4)).cuda()
+    twin = torch.nn.Sequential(torch.nn.Embedding(50, 16), torch.nn.Flatten(), torch.nn.Linear(16 * 6, 4)).cuda()
+    twin.load_state_dict(net.state_dict())
+
+    def forward_of(m):
+        return lambda x, y: (None, torch.nn.functional.cross_entropy(m(x), y))
+
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-2, fused=True, capturable=True)
+    ref = torch.optim.AdamW(twin.parameters(), lr=1e-2, fused=True)
+    g = graphs.StepGraphs(forward_of(net), list(net.parameters()), opt, None, 1.0)
+    gen = torch.Generator().manual_seed(1)
+    for i in range(6):
+        batch = {"x": torch.randint(0, 50, (8, 6), generator=gen).cuda(), "y": torch.randint(0, 4, (8,), generator=gen).cuda()}
+        loss = g.step(batch)
+        if loss is None:  # eager, as the loop does it
+            opt.zero_grad(set_to_none=True)
+            forward_of(net)(**batch)[1].backward()
+            apply_update(net, opt, None, 1.0)
+        ref_loss = forward_of(twin)(**batch)[1]
+        ref_loss.backward()
+        apply_update(twin, ref, None, 1.0)
+        if loss is not None:
+            assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
+        for a, b in zip(net.parameters(), twin.parameters()):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert g.stats()["graphs"] == 1 and g.stats()["replays"] == 4  # steps 1-2 eager, then one shape replayed
+
+
+@needs_cuda
+def test_graphs_train_like_the_eager_loop(data, tmp_path):
+    torch.backends.cuda.matmul.allow_tf32 = False
+    eager, r_eager = _train(data, tmp_path, "eager", compile="off")
+    graphed, r_graphs = _train(data, tmp_path, "graphs", compile="graphs")
     stats = r_graphs.timing
     assert stats["graphs"] >= 2 and stats["replays"] > stats["eager_steps"]  # most steps were replays
     # Same batches, no dropout, fp32: the replayed steps compute what the eager ones do.
@@ -96,16 +139,16 @@ def test_graphs_train_like_the_eager_loop(tmp_path):
 
 
 @needs_cuda
-def test_graphs_with_bf16_dropout_focal_loss_and_token_masking(tmp_path):
-    _, r = _train(tmp_path, "bf16", compile="graphs", precision="bf16", dropout=0.1, loss="focal", augment="mask")
+def test_graphs_with_bf16_dropout_focal_loss_and_token_masking(data, tmp_path):
+    _, r = _train(data, tmp_path, "bf16", compile="graphs", precision="bf16", dropout=0.1, loss="focal", augment="mask")
     assert r.timing["replays"] > 0
     losses = [row["train_loss"] for row in r.history]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]
 
 
 @needs_cuda
-def test_graphs_inductor_trains(tmp_path):
-    _, r = _train(tmp_path, "inductor", compile="graphs-inductor", precision="bf16", dropout=0.1, epochs=2)
+def test_graphs_inductor_trains(data, tmp_path):
+    _, r = _train(data, tmp_path, "inductor", compile="graphs-inductor", precision="bf16", dropout=0.1, epochs=2)
     assert r.timing["replays"] > 0
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
 

@@ -31,6 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 DATA = ROOT.parent / "shared" / "data" / "klue-re" / "train.csv"
+GRAPH_MODES = ("graphs", "graphs-inductor")  # = rekit.training.step.GRAPH_MODES (no rekit import at start-up)
 
 
 def make_model_dir(args, out: Path) -> Path:
@@ -89,7 +90,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--vocab", type=int, default=32000)
-    p.add_argument("--compile", default="auto")
+    p.add_argument("--compile", default="off,graphs",
+                   help="comma-separated --compile modes, each a set of rows (DDP rows only where the mode supports "
+                   "DDP: CUDA graphs run eagerly under DDP, so graph modes get 1gpu and folds rows)")
     p.add_argument("--only", default="1gpu,folds,ddp-weak,ddp-strong")
     args = p.parse_args(argv)
     if args.smoke:
@@ -104,7 +107,7 @@ def main(argv=None):
     model_dir = make_model_dir(args, args.out)
     common = ["--train", str(args.data), "--model", str(model_dir), "--folds", str(args.folds),
               "--epochs", str(args.epochs), "--eval-every", str(args.eval_every), "--max-train-samples", str(args.rows),
-              "--no-progress", "--save-every", "-1", "--compile", args.compile, "--lr", "5e-5"]
+              "--no-progress", "--save-every", "-1", "--lr", "5e-5"]
     env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONPATH": str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
     if args.smoke:
         env["OMP_NUM_THREADS"] = "1"
@@ -123,16 +126,21 @@ def main(argv=None):
             "command": " ".join(["python", "benchmarks/scaling.py", *(argv if argv is not None else sys.argv[1:])])}
     print(json.dumps(meta), flush=True)
     results = []
-    for key in args.only.split(","):
-        launcher, extra, env_extra = plan[key]
-        name = key if key == "1gpu" else f"{key.split('-')[0]}-{n}" + (f"-{key.split('-')[1]}" if "-" in key else "")
-        r = run_one(name, launcher, [*common, *extra], args.out, {**env, **env_extra})
-        results.append(r)
-        print(json.dumps(r), flush=True)
-        (args.out / "scaling.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    base = next((r for r in results if r["name"] == "1gpu" and "error" not in r), None)
+    for mode in args.compile.split(","):
+        for key in args.only.split(","):
+            if key.startswith("ddp") and mode in GRAPH_MODES:
+                continue
+            launcher, extra, env_extra = plan[key]
+            name = key if key == "1gpu" else f"{key.split('-')[0]}-{n}" + (f"-{key.split('-')[1]}" if "-" in key else "")
+            r = run_one(f"{name} ({mode})", launcher, [*common, "--compile", mode, *extra], args.out, {**env, **env_extra})
+            r["mode"], r["key"] = mode, key
+            results.append(r)
+            print(json.dumps(r), flush=True)
+            (args.out / "scaling.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    bases = {r["mode"]: r for r in results if r["key"] == "1gpu" and "error" not in r}
     lines = [f"Machine: {meta['device']} x{n}; torch {meta['torch']}; scratch-{args.size} BERT; {args.rows} rows, "
-             f"{args.folds} folds, {args.epochs} epoch(s), batch {bs} per process (1gpu/folds/ddp-weak).", "",
+             f"{args.folds} folds, {args.epochs} epoch(s), batch {bs} per process (1gpu/folds/ddp-weak); "
+             "efficiencies against the 1-GPU row of the same --compile mode.", "",
              "| run | samples/s (steady) | scaling efficiency | wall s (all folds) | time efficiency | CV micro-F1 |",
              "|---|---|---|---|---|---|"]
     for r in results:
@@ -140,6 +148,7 @@ def main(argv=None):
             lines.append(f"| {r['name']} | failed | | {r['wall_s']} | | |")
             continue
         eff = teff = ""
+        base = bases.get(r["mode"])
         if base and r is not base:
             eff = f"{100 * r['samples_per_s'] / (n * base['samples_per_s']):.0f} %"
             teff = f"{100 * base['wall_s'] / (n * r['wall_s']):.0f} %"

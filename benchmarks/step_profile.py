@@ -1,5 +1,6 @@
 """Where a training step's time goes: torch.profiler over rekit's own step (the `fit()` loop),
-eager and compiled, on the RoBERTa-large shape at batch 32 — the breakdown BENCHMARKS.md cites.
+eager, compiled and as whole-step CUDA graphs (graphs / graphs-inductor variants), on the
+RoBERTa-large shape at batch 32 — the breakdown BENCHMARKS.md cites.
 
 For each variant: ms per step (synchronised wall clock over the profiled steps), the profiler's
 CPU-side total vs CUDA kernel total per step, and the top operators. With `reduce-overhead`,
@@ -31,7 +32,8 @@ from rekit.encoding.collate import Collator, iterate  # noqa: E402
 from rekit.encoding.tokenize import Features  # noqa: E402
 from rekit.runtime import autocast  # noqa: E402
 from rekit.training.optim import make_optimizer, make_scheduler  # noqa: E402
-from rekit.training.step import compile_forward  # noqa: E402
+from rekit.training.graphs import StepGraphs  # noqa: E402
+from rekit.training.step import GRAPH_MODES, compile_forward  # noqa: E402
 
 
 class _Tok:
@@ -56,18 +58,26 @@ def synthetic(n, lengths, seed=0):
 def run_variant(name, args, config, device, compile_mode, lengths):
     cfg = RunConfig.from_dict({}, {"lr": 2e-5, "batch_size": args.batch_size}).train
     model = rekit_model(args, config, 30).to(device).train()
-    opt = make_optimizer(model, cfg, device)
+    graphed = compile_mode in GRAPH_MODES and device.type == "cuda"
+    opt = make_optimizer(model, cfg, device, capturable=graphed)
     sched = make_scheduler(opt, cfg, 10_000)
-    forward = compile_forward(model, compile_mode)
+    forward = compile_forward(model, compile_mode if device.type == "cuda" else "off")
+    amp = torch.bfloat16 if device.type == "cuda" else None
+    graphs = StepGraphs(forward, list(model.parameters()), opt, amp, 1.0) if graphed else None
     n_steps = args.warmup + args.steps
     feats = synthetic(n_steps * args.batch_size, lengths)
     batches = [list(range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(n_steps)]
     collate = Collator(feats, 0, multiple_of=16 if device.type == "cuda" else 1)
-    amp = torch.bfloat16 if device.type == "cuda" else None
     stream = iterate(feats, batches, collate, device)
 
     def step():
         batch = next(stream)
+        if graphs is not None:  # the whole step as one CUDA graph replay (rekit's default on CUDA)
+            loss = graphs.step(batch)
+            if loss is not None:
+                sched.step()
+                return loss.detach().clone()
+            opt.zero_grad(set_to_none=True)
         if compile_mode == "reduce-overhead":
             torch.compiler.cudagraph_mark_step_begin()
         with autocast(device, amp):
@@ -121,7 +131,7 @@ def main(argv=None):
     p.add_argument("--variants", default="eager-static,compiled-static,eager-varied,compiled-varied")
     args = p.parse_args(argv)
     if args.smoke:
-        args.shape, args.steps, args.warmup, args.variants = "tiny", 3, 2, "eager-static,eager-varied"
+        args.shape, args.steps, args.warmup, args.variants = "tiny", 3, 2, "eager-static,eager-varied,graphs-static"
     args.max_length = 256
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -129,7 +139,8 @@ def main(argv=None):
     config = roberta_config(args, tok, 30)
     out, tables = [], []
     for v in args.variants.split(","):
-        mode = "reduce-overhead" if v.startswith("compiled") else "off"
+        mode = ("reduce-overhead" if v.startswith("compiled") else "graphs-inductor" if v.startswith("graphs-inductor")
+                else "graphs" if v.startswith("graphs") else "off")
         lengths = [64] if v.endswith("static") else [40, 52, 64, 76, 90, 110]
         try:
             res, table = run_variant(v, args, config, device, mode, lengths)

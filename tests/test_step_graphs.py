@@ -120,7 +120,8 @@ def test_one_replayed_step_equals_one_eager_step():
             assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-5)
         for a, b in zip(net.parameters(), twin.parameters()):
             torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
-    assert g.stats()["graphs"] == 1 and g.stats()["replays"] == 4  # steps 1-2 eager, then one shape replayed
+    # Step 1 is eager (no optimizer state yet); step 2 captures this one shape; steps 2-6 are replays.
+    assert g.stats()["graphs"] == 1 and g.stats()["replays"] == 5 and g.stats()["eager_steps"] == 1
 
 
 @needs_cuda

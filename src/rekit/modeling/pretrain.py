@@ -160,12 +160,22 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
     if graphed:
         forward = lambda **b: all_positions_loss(model, **b)  # noqa: E731
         graphs = step_graphs.StepGraphs(forward, [q for q in model.parameters() if q.requires_grad], optimizer,
-                                        amp_dtype, s.max_grad_norm, echo=echo)
+                                        amp_dtype, s.max_grad_norm)
     steps_per_epoch = math.ceil(len(train) / s.batch_size)
     total = s.epochs * steps_per_epoch
     warmup = int(round(s.warmup_ratio * total))
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
+    def eager_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One step without a graph; returns the loss detached, so no autograd graph outlives the
+        step (a live one would tie the gradients to this stream and break a later capture)."""
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, amp_dtype):
+            loss = masked_loss(model, batch)
+        (scaler.scale(loss) if scaler else loss).backward()
+        apply_update(model, optimizer, scaler, s.max_grad_norm)
+        return loss.detach()
+
     log_path = out / LOG_FILE
     log_path.unlink(missing_ok=True)
     bar = tqdm(total=total, desc="pretrain", disable=not s.progress, dynamic_ncols=True, leave=False)
@@ -187,11 +197,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
                     group["lr"] = lr
             loss = graphs.step({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}) if graphs else None
             if loss is None:  # eager: the first step, a new batch shape, or no CUDA graphs here
-                optimizer.zero_grad(set_to_none=True)
-                with autocast(device, amp_dtype):
-                    loss = masked_loss(model, batch)
-                (scaler.scale(loss) if scaler else loss).backward()
-                apply_update(model, optimizer, scaler, s.max_grad_norm)
+                loss = eager_step(batch)
             loss_sum += loss.detach()
             n_batches += 1
             step += 1

@@ -12,7 +12,9 @@ What a graph needs, and how the loop provides it:
 - the optimizer is capturable (step counts and learning rate live on the GPU; the scheduler
   writes the learning rate into its tensor in place) and has its state before any capture,
   so the first step of a run is always eager;
-- nothing in the step reads a value back to the host (the loss stays on the device).
+- nothing in the step reads a value back to the host (the loss stays on the device);
+- no autograd graph of an earlier eager step is still alive (its gradient nodes would belong to
+  another stream): eager steps return their loss detached.
 
 Graphs share one memory pool: they never run concurrently and each replay recomputes everything
 it reads except its inputs, the weights and the optimizer state (allocated outside the pool).
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 
+from rekit.errors import RekitError
+
 
 def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None:
     """None if whole-step graphs can run here, else the reason they cannot."""
@@ -41,6 +45,10 @@ def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None
     if amp_dtype == torch.float16:
         return "fp16 loss scaling runs eagerly (use --precision bf16)"
     return None
+
+
+class GraphCaptureError(RekitError):
+    """A step could not be captured as a CUDA graph (the message says how to run without)."""
 
 
 @dataclass
@@ -56,7 +64,7 @@ class StepGraphs:
     then captured before the next step of that shape)."""
 
     def __init__(self, forward, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
-                 amp_dtype, max_grad_norm: float, max_graphs: int = 64, echo=print):
+                 amp_dtype, max_grad_norm: float, max_graphs: int = 64):
         self.forward, self.params, self.optimizer = forward, params, optimizer
         self.amp_dtype, self.max_grad_norm, self.max_graphs = amp_dtype, max_grad_norm, max_graphs
         self.graphs: dict[tuple, _Graph] = {}
@@ -65,8 +73,6 @@ class StepGraphs:
         self.capture_seconds = 0.0
         self.replays = 0
         self.eager_steps = 0
-        self.failed: str | None = None  # a capture failed: every later step runs eagerly
-        self.echo = echo
 
     @staticmethod
     def key(batch: dict[str, torch.Tensor]) -> tuple:
@@ -80,8 +86,7 @@ class StepGraphs:
         if g is None:
             # Capture on the second sighting: a shape seen once (a rare long batch) never pays for a
             # capture, and the optimizer has its state by then (the first step is always eager).
-            if (self.failed or key not in self.pending or len(self.graphs) >= self.max_graphs
-                    or not self.optimizer.state):
+            if key not in self.pending or len(self.graphs) >= self.max_graphs or not self.optimizer.state:
                 self.pending.add(key)
                 self.eager_steps += 1
                 return None
@@ -89,12 +94,12 @@ class StepGraphs:
                 g = self._capture(key, batch)
             except torch.cuda.OutOfMemoryError:
                 raise  # the loop's OOM handling says what would fit
-            except RuntimeError as e:  # e.g. an operation that cannot be captured: train on, eagerly
-                self.failed = f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-                self.optimizer.zero_grad(set_to_none=True)
-                self.echo(f"CUDA graph capture failed ({self.failed}); continuing with eager steps")
-                self.eager_steps += 1
-                return None
+            except RuntimeError as e:
+                # A failed capture leaves CUDA's random-number state unusable (dropout would fail next),
+                # so there is no eager fallback within this process: stop with what to do instead.
+                raise GraphCaptureError(
+                    f"CUDA graph capture of a training step failed ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                    "rerun without CUDA graphs: rekit train --compile off, rekit pretrain --no-graphs") from e
         for name, t in g.inputs.items():
             t.copy_(batch[name], non_blocking=True)
         g.graph.replay()
@@ -147,4 +152,4 @@ class StepGraphs:
 
     def stats(self) -> dict:
         return {"graphs": len(self.graphs), "replays": self.replays, "eager_steps": self.eager_steps,
-                "capture_s": round(self.capture_seconds, 2), **({"failed": self.failed} if self.failed else {})}
+                "capture_s": round(self.capture_seconds, 2)}

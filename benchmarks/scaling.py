@@ -49,29 +49,38 @@ def make_model_dir(args, out: Path) -> Path:
     return d
 
 
-def steady_rate(run: Path) -> tuple[float, int]:
-    """Samples/s over all evaluation segments except each fold's first (compile, warm-up)."""
+def steady_rate(run: Path, concurrent_folds: bool = False) -> tuple[float, int]:
+    """Samples/s over all evaluation segments except each fold's first (compile, warm-up).
+
+    Folds one after another (1gpu, ddp): total samples / total seconds. Folds side by side on
+    their own GPUs (folds-N): the sum of the folds' own rates, since their seconds overlap."""
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
-    seen, samples, seconds = set(), 0, 0.0
+    per_fold: dict[int, list[float]] = {}
     for r in rows:
-        if r["fold"] not in seen:
-            seen.add(r["fold"])
+        if r["fold"] not in per_fold:
+            per_fold[r["fold"]] = [0, 0.0]
             continue
-        samples += r["train_samples"]
-        seconds += r["train_seconds"]
-    return (samples / seconds if seconds else float("nan")), samples
+        per_fold[r["fold"]][0] += r["train_samples"]
+        per_fold[r["fold"]][1] += r["train_seconds"]
+    samples = sum(int(n) for n, _ in per_fold.values())
+    if concurrent_folds:
+        rate = sum(n / t for n, t in per_fold.values() if t > 0)
+    else:
+        seconds = sum(t for _, t in per_fold.values())
+        rate = samples / seconds if seconds else float("nan")
+    return (rate if rate else float("nan")), samples
 
 
-def run_one(name, launcher, train_args, out: Path, env) -> dict:
-    run = out / name
+def run_one(name, launcher, train_args, out: Path, env, concurrent_folds: bool = False) -> dict:
+    run = out / "".join(c if c.isalnum() or c in "-_" else "_" for c in name)  # a plain directory name
     cmd = [*launcher, "-m", "rekit.cli", "train", *train_args, "--output", str(run), "--overwrite"]
     t0 = time.time()
     p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.time() - t0
-    (out / f"{name}.log").write_text(p.stdout + p.stderr)
+    (out / f"{run.name}.log").write_text(p.stdout + p.stderr)
     if p.returncode != 0:
         return {"name": name, "error": (p.stderr or p.stdout)[-600:], "wall_s": round(wall, 1)}
-    rate, samples = steady_rate(run)
+    rate, samples = steady_rate(run, concurrent_folds)
     summary = json.loads((run / "summary.json").read_text())
     return {"name": name, "samples_per_s": round(rate, 1), "steady_samples": samples, "wall_s": round(wall, 1),
             "cv_micro_f1": round(summary["cv"]["micro_f1"], 2)}
@@ -132,7 +141,8 @@ def main(argv=None):
                 continue
             launcher, extra, env_extra = plan[key]
             name = key if key == "1gpu" else f"{key.split('-')[0]}-{n}" + (f"-{key.split('-')[1]}" if "-" in key else "")
-            r = run_one(f"{name} ({mode})", launcher, [*common, "--compile", mode, *extra], args.out, {**env, **env_extra})
+            r = run_one(f"{name} ({mode})", launcher, [*common, "--compile", mode, *extra], args.out, {**env, **env_extra},
+                        concurrent_folds=key == "folds")
             r["mode"], r["key"] = mode, key
             results.append(r)
             print(json.dumps(r), flush=True)

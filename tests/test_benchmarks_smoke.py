@@ -37,3 +37,16 @@ def test_step_profile_smoke(tmp_path):
     assert [r["variant"] for r in out] == ["eager-static", "eager-varied", "graphs-static"]  # graphs: eager on CPU
     assert all(r["ms_per_step"] > 0 and r["cpu_op_ms_per_step"] > 0 for r in out)
     assert "aten::" in (tmp_path / "step_profile.md").read_text()
+
+
+def test_scaling_smoke(tmp_path):
+    """Two real `rekit train` commands: one process, then two fold-parallel gloo processes."""
+    import scaling
+
+    results = scaling.main(["--out", str(tmp_path), "--smoke", "--only", "1gpu,folds", "--compile", "off"])
+    assert [r["name"] for r in results] == ["1gpu (off)", "folds-2 (off)"]
+    assert all("error" not in r and r["samples_per_s"] > 0 for r in results)
+    # Both runs train the same folds from the same model directory: the same CV score.
+    assert results[0]["cv_micro_f1"] == results[1]["cv_micro_f1"]
+    md = (tmp_path / "scaling.md").read_text()
+    assert "| folds-2 (off) |" in md and "%" in md

@@ -33,6 +33,7 @@ from rekit.training import graphs as step_graphs
 from rekit.training.optim import apply_update, lr_factor, param_groups
 
 LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
+FIT_AT = (20, 220, 1020)  # steps at which --max-minutes re-fits the schedule to the measured step time
 
 
 @dataclass
@@ -202,9 +203,10 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
             n_batches += 1
             step += 1
             bar.update(1)
-            if s.max_minutes and step in (20, 220):
-                # Measure the step time twice: after 20 steps (includes start-up costs, so it errs
-                # short) and over the next 200 (steady state); fit the schedule to what is left.
+            if s.max_minutes and step in FIT_AT:
+                # Measure the step time after 20 steps (includes start-up costs, so it errs short),
+                # over the next 200, and over the 800 after those (by then every common batch shape
+                # has its CUDA graph: the captures no longer inflate it); fit the schedule each time.
                 now = time.time()
                 per_step = (now - t_mark) / (step - mark_step)
                 t_mark, mark_step = now, step

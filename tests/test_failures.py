@@ -24,7 +24,8 @@ from rekit.modeling.model import REModel
 from rekit.runtime import seed_everything
 from rekit.training import checkpoint
 from rekit.training.cv import tokenizer_corpus
-from rekit.training.loop import NonFiniteLoss, OutOfMemory, TrainingInterrupted, fit
+from rekit.training.interrupts import NonFiniteLoss, OutOfMemory, TrainingInterrupted
+from rekit.training.loop import fit
 
 CPU = torch.device("cpu")
 TINY = {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500, "max_length": 64,

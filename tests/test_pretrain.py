@@ -9,7 +9,7 @@ from rekit.cli import main
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
 from rekit.modeling.mlm_data import IGNORE, MLMCollator, encode_corpus, unique_texts
-from rekit.modeling.pretrain import PretrainSettings, _fit_budget, pretrain, scratch_mlm_model
+from rekit.training.pretrain import PretrainSettings, _fit_budget, pretrain, scratch_mlm_model
 from rekit.modeling.scratch import train_tokenizer
 
 TEXTS = [r.sentence for r in make_splits(seed=0, n_train=200, n_test=0)[0]]

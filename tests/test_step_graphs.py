@@ -156,7 +156,7 @@ def test_graphs_inductor_trains(data, tmp_path):
 
 def test_all_positions_loss_equals_the_masked_positions_loss():
     from rekit.modeling.mlm_data import MLMCollator, encode_corpus
-    from rekit.modeling.pretrain import all_positions_loss, masked_loss, scratch_mlm_model
+    from rekit.training.pretrain import all_positions_loss, masked_loss, scratch_mlm_model
     from rekit.modeling.scratch import train_tokenizer
 
     texts = [r.sentence for r in make_splits(seed=3, n_train=64, n_test=2)[0]]
@@ -170,7 +170,7 @@ def test_all_positions_loss_equals_the_masked_positions_loss():
 
 @needs_cuda
 def test_pretraining_with_graphs_matches_eager(tmp_path):
-    from rekit.modeling.pretrain import PretrainSettings, pretrain, scratch_mlm_model
+    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
     from rekit.modeling.scratch import train_tokenizer
 
     torch.backends.cuda.matmul.allow_tf32 = False

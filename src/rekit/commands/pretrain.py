@@ -50,7 +50,7 @@ def run(args) -> int:
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts
-    from rekit.modeling.pretrain import PretrainSettings, pretrain, scratch_mlm_model
+    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
     from rekit.runtime import seed_everything
 
     if args.marker not in MARKERS:

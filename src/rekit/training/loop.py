@@ -9,7 +9,8 @@ Surviving failures: the resumable training state (checkpoint.py) is saved at che
 killed fold restarts where it stopped and ends exactly where an uninterrupted one would (CPU,
 deterministic mode). A non-finite loss stops the fold with its best checkpoint kept; CUDA
 out-of-memory says what would fit (or retries with smaller micro-batches); Ctrl-C stops at the
-next step boundary with the state saved.
+next step boundary with the state saved (the signals, errors and advice: interrupts.py). On
+CUDA most steps are replays of whole-step CUDA graphs (graphs.py).
 """
 
 from __future__ import annotations
@@ -17,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -39,8 +37,21 @@ from rekit.modeling.model import REModel
 from rekit.runtime import autocast, autocast_dtype
 from rekit.training import checkpoint
 from rekit.training import graphs as step_graphs
+from rekit.training.interrupts import (
+    NonFiniteLoss,
+    OutOfMemory,
+    TrainingInterrupted,
+    oom_advice,
+    release_cuda_memory,
+    stop_on_signal,
+)
 from rekit.training.optim import apply_update, make_optimizer, make_scheduler
-from rekit.training.step import GRAPH_MODES, compile_forward, pad_multiple, resolve_compile
+from rekit.training.step import (
+    GRAPH_MODES,
+    compile_forward,
+    pad_multiple,
+    resolve_compile,
+)
 
 LOWER_IS_BETTER = {"loss"}
 
@@ -70,18 +81,6 @@ class Progress:
     checked: int = 0  # last step at which the loss was seen finite
     elapsed: float = 0.0  # seconds trained before this session (the metrics' `time` column)
     epoch_rng: dict = field(default_factory=dict)  # batch-order RNG state when the current epoch began
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM during training; the state was saved at a step boundary."""
-
-
-class OutOfMemory(RekitError):
-    """CUDA ran out of memory; the message says what would fit."""
-
-
-class NonFiniteLoss(RekitError):
-    """The loss became NaN/inf before there was any checkpoint to keep."""
 
 
 class MetricsLog:
@@ -118,23 +117,6 @@ def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg
     return metrics, probs
 
 
-def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> str:
-    """What would fit after a CUDA OOM in the forward/backward pass, as flags to pass."""
-    micro = -(-cfg.batch_size // accum)
-    fits = [a for a in range(2 * accum, cfg.batch_size + 1) if cfg.batch_size % a == 0]
-    options = []
-    if fits:
-        options.append(f"--grad-accum {fits[0]} (micro-batch {cfg.batch_size // fits[0]}, same effective batch "
-                       f"of {cfg.batch_size})")
-    if cfg.batch_size > 1:
-        options.append(f"--batch-size {cfg.batch_size // 2}")
-    if max_length > 16:
-        options.append(f"--max-length {max(16, max_length // 2)}")
-    retry = "" if cfg.oom_retry else "; --oom-retry halves the micro-batch by itself"
-    return (f"micro-batch of {micro} examples up to {longest} tokens (--batch-size {cfg.batch_size}, "
-            f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")
-
-
 def host_lr(state: dict) -> dict:
     """An optimizer's or scheduler's state dict with learning rates as floats: under CUDA graphs
     they are GPU tensors (graphs.py), which a resumed run re-creates itself."""
@@ -144,37 +126,6 @@ def host_lr(state: dict) -> dict:
     if "_last_lr" in state:
         state = {**state, "_last_lr": [as_float(v) for v in state["_last_lr"]]}
     return state
-
-
-def release_cuda_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-@contextlib.contextmanager
-def stop_on_signal():
-    """While training: the first Ctrl-C (or SIGTERM, e.g. a scheduler's preemption) asks the loop to
-    stop at the next step boundary, saving its state; a second one aborts at once."""
-    requested: list[str] = []
-    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
-        yield requested
-        return
-
-    def handler(signum, frame):
-        if requested:
-            raise KeyboardInterrupt
-        requested.append(signal.Signals(signum).name)
-        sys.stderr.write(f"\nrekit: {requested[0]}: stopping after this step and saving the training state "
-                         "(Ctrl-C again to abort now)\n")
-
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, handler)
-    try:
-        yield requested
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: Features,

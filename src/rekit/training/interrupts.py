@@ -1,0 +1,75 @@
+"""What the training loop does when something stops it: Ctrl-C or SIGTERM, CUDA running out of
+memory, a non-finite loss. The loop (loop.py) decides when; this module holds the signals, the
+errors and the advice they carry."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+
+import torch
+
+from rekit.config import TrainConfig
+from rekit.errors import RekitError
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during training; the state was saved at a step boundary."""
+
+
+class OutOfMemory(RekitError):
+    """CUDA ran out of memory; the message says what would fit."""
+
+
+class NonFiniteLoss(RekitError):
+    """The loss became NaN/inf before there was any checkpoint to keep."""
+
+
+def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> str:
+    """What would fit after a CUDA OOM in the forward/backward pass, as flags to pass."""
+    micro = -(-cfg.batch_size // accum)
+    fits = [a for a in range(2 * accum, cfg.batch_size + 1) if cfg.batch_size % a == 0]
+    options = []
+    if fits:
+        options.append(f"--grad-accum {fits[0]} (micro-batch {cfg.batch_size // fits[0]}, same effective batch "
+                       f"of {cfg.batch_size})")
+    if cfg.batch_size > 1:
+        options.append(f"--batch-size {cfg.batch_size // 2}")
+    if max_length > 16:
+        options.append(f"--max-length {max(16, max_length // 2)}")
+    retry = "" if cfg.oom_retry else "; --oom-retry halves the micro-batch by itself"
+    return (f"micro-batch of {micro} examples up to {longest} tokens (--batch-size {cfg.batch_size}, "
+            f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")
+
+
+def release_cuda_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+@contextlib.contextmanager
+def stop_on_signal():
+    """While training: the first Ctrl-C (or SIGTERM, e.g. a scheduler's preemption) asks the loop to
+    stop at the next step boundary, saving its state; a second one aborts at once."""
+    requested: list[str] = []
+    if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
+        yield requested
+        return
+
+    def handler(signum, frame):
+        if requested:
+            raise KeyboardInterrupt
+        requested.append(signal.Signals(signum).name)
+        sys.stderr.write(f"\nrekit: {requested[0]}: stopping after this step and saving the training state "
+                         "(Ctrl-C again to abort now)\n")
+
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, handler)
+    try:
+        yield requested
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)

@@ -49,12 +49,11 @@ RECIPE = {
                  "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
                  "max_length": 256, "metric": "micro_f1", "folds": 5},
 }
+# The same pipeline at CPU-seconds scale (--smoke): tiny sizes, one epoch, two folds.
 SMOKE = {
     "size": "tiny", "vocab": 1500,
-    "pretrain": {"epochs": 1, "lr": 1e-3, "batch_size": 32, "masking": "word", "max_length": 96},
-    "finetune": {"epochs": 1, "lr": 1e-3, "batch_size": 32, "warmup_ratio": 0.1, "dropout": 0.1,
-                 "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
-                 "max_length": 96, "metric": "micro_f1", "folds": 2},
+    "pretrain": {**RECIPE["pretrain"], "epochs": 1, "lr": 1e-3, "batch_size": 32, "max_length": 96},
+    "finetune": {**RECIPE["finetune"], "epochs": 1, "lr": 1e-3, "max_length": 96, "folds": 2},
 }
 # name -> (what changes, flag overrides of the fold-0 fine-tune, pretraining variant or None).
 # In priority order: optional jobs start in this order while the budget allows.

@@ -63,7 +63,7 @@ def run_variant(name, args, config, device, compile_mode, lengths):
     sched = make_scheduler(opt, cfg, 10_000)
     forward = compile_forward(model, compile_mode if device.type == "cuda" else "off")
     amp = torch.bfloat16 if device.type == "cuda" else None
-    graphs = StepGraphs(forward, list(model.parameters()), opt, amp, 1.0) if graphed else None
+    graphs = StepGraphs(forward, model, opt, amp, 1.0) if graphed else None
     n_steps = args.warmup + args.steps
     feats = synthetic(n_steps * args.batch_size, lengths)
     batches = [list(range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(n_steps)]
@@ -89,20 +89,19 @@ def run_variant(name, args, config, device, compile_mode, lengths):
         sched.step()
         return loss.detach()
 
-    t0 = time.perf_counter()
-    for _ in range(args.warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    warm = time.perf_counter() - t0
-    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
-    with torch.profiler.profile(activities=acts) as prof:
+    def timed(n: int) -> float:
+        """Seconds for n steps, synchronised."""
         t0 = time.perf_counter()
-        for _ in range(args.steps):
+        for _ in range(n):
             step()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        wall = time.perf_counter() - t0
+        return time.perf_counter() - t0
+
+    warm = timed(args.warmup)
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        wall = timed(args.steps)
     ka = prof.key_averages()
     # Kernels only (device-side rows): operator rows repeat their kernels' time.
     cuda_total = (sum(e.self_device_time_total for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)

@@ -104,7 +104,7 @@ def test_one_replayed_step_equals_one_eager_step():
 
     opt = torch.optim.AdamW(net.parameters(), lr=1e-2, fused=True, capturable=True)
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2, fused=True)
-    g = graphs.StepGraphs(forward_of(net), list(net.parameters()), opt, None, 1.0)
+    g = graphs.StepGraphs(forward_of(net), net, opt, None, 1.0)
     gen = torch.Generator().manual_seed(1)
     for i in range(6):
         batch = {"x": torch.randint(0, 50, (8, 6), generator=gen).cuda(), "y": torch.randint(0, 4, (8,), generator=gen).cuda()}

@@ -2,13 +2,13 @@
 
 At batch 32 a transformer step launches thousands of small kernels and the GPU waits on the
 host (BENCHMARKS.md, "Training throughput"). Here each padded batch shape (rows x length) is
-captured once, the first time it is seen, into a graph that holds the whole step; every later
+captured once, the second time it is seen, into a graph that holds the whole step; every later
 step of that shape copies its token ids into the graph's static inputs and replays it. The
 host then issues one launch per step, whatever the model's size.
 
 What a graph needs, and how the loop provides it:
-- shapes are bounded: the collator pads lengths to a multiple (8 by default), and a step whose
-  shape has no graph yet runs eagerly while its graph is captured for next time;
+- shapes are bounded: the collator pads lengths to a multiple (8 by default); the first step of
+  a shape runs eagerly, the second captures its graph and replays it;
 - the optimizer is capturable (step counts and learning rate live on the GPU; the scheduler
   writes the learning rate into its tensor in place) and has its state before any capture,
   so the first step of a run is always eager;
@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from rekit.errors import RekitError
+from rekit.runtime import autocast
 
 
 def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None:
@@ -63,9 +64,10 @@ class StepGraphs:
     must run it eagerly (the run's first step, or a shape seen for the first time: its graph is
     then captured before the next step of that shape)."""
 
-    def __init__(self, forward, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer,
+    def __init__(self, forward, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                  amp_dtype, max_grad_norm: float, max_graphs: int = 64):
-        self.forward, self.params, self.optimizer = forward, params, optimizer
+        self.forward, self.optimizer = forward, optimizer
+        self.params = [q for q in model.parameters() if q.requires_grad]  # what clipping sees
         self.amp_dtype, self.max_grad_norm, self.max_graphs = amp_dtype, max_grad_norm, max_graphs
         self.graphs: dict[tuple, _Graph] = {}
         self.pending: set[tuple] = set()  # shapes seen once: captured when seen again
@@ -106,16 +108,8 @@ class StepGraphs:
         self.replays += 1
         return g.loss
 
-    def _autocast(self):
-        if self.amp_dtype is None:
-            import contextlib
-
-            return contextlib.nullcontext()
-        # No weight-cast cache: cached casts would be allocated during one capture and reused by others.
-        return torch.autocast("cuda", dtype=self.amp_dtype, cache_enabled=False)
-
     def _fwd_bwd(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        with self._autocast():
+        with autocast(self.params[0].device, self.amp_dtype, cache=False):
             _, loss = self.forward(**inputs)
         loss.backward()
         return loss

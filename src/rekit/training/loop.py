@@ -175,8 +175,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     graphed = compile_mode in GRAPH_MODES
     optimizer = make_optimizer(model, cfg, device, capturable=graphed)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
-    graphs = (step_graphs.StepGraphs(forward, [q for q in model.parameters() if q.requires_grad], optimizer,
-                                     amp_dtype, cfg.max_grad_norm) if graphed else None)
+    graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, cfg.max_grad_norm) if graphed else None
     collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device))
     if main:
         model.save(fold_dir, tokenizer, label_map, weights=False)  # the weights come with the first evaluation

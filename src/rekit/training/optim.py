@@ -22,10 +22,26 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
                    capturable: bool = False) -> torch.optim.Optimizer:
     """Fused AdamW on CUDA. capturable: its step counts live on the GPU, so the update can be part of a
     CUDA graph (training/graphs.py turns the learning rate into a GPU tensor at the first capture)."""
-    fused = {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, **fused)
-    return torch.optim.Adam(model.parameters(), lr=cfg.lr, **fused)
+        return adamw(param_groups(model, cfg.weight_decay), cfg.lr, device, capturable)
+    return torch.optim.Adam(model.parameters(), lr=cfg.lr, **_fused(device, capturable))
+
+
+def adamw(groups: list[dict], lr: float, device: torch.device, capturable: bool = False) -> torch.optim.AdamW:
+    return torch.optim.AdamW(groups, lr=lr, **_fused(device, capturable))
+
+
+def _fused(device: torch.device, capturable: bool) -> dict:
+    return {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every group's learning rate; a GPU-tensor rate (read by CUDA graphs) is filled in place."""
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)
+        else:
+            group["lr"] = lr
 
 
 def apply_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:

@@ -30,7 +30,7 @@ from rekit.io import atomic_write_text
 from rekit.modeling.mlm_data import IGNORE, MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 from rekit.training import graphs as step_graphs
-from rekit.training.optim import apply_update, lr_factor, param_groups
+from rekit.training.optim import adamw, apply_update, lr_factor, param_groups, set_lr
 
 LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
 FIT_AT = (20, 220, 1020)  # steps at which --max-minutes re-fits the schedule to the measured step time
@@ -154,19 +154,18 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
 
     model.to(device).train()
     graphed = s.graphs and step_graphs.usable(device, 1, False, amp_dtype) is None
-    fused = {"fused": True, "capturable": graphed} if device.type == "cuda" else {}
-    optimizer = torch.optim.AdamW(param_groups(model, s.weight_decay), lr=s.lr, **fused)
+    optimizer = adamw(param_groups(model, s.weight_decay), s.lr, device, capturable=graphed)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     graphs = None
     if graphed:
         forward = lambda **b: all_positions_loss(model, **b)  # noqa: E731
-        graphs = step_graphs.StepGraphs(forward, [q for q in model.parameters() if q.requires_grad], optimizer,
-                                        amp_dtype, s.max_grad_norm)
+        graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, s.max_grad_norm)
     steps_per_epoch = math.ceil(len(train) / s.batch_size)
     total = s.epochs * steps_per_epoch
     warmup = int(round(s.warmup_ratio * total))
     rng = np.random.default_rng(s.seed)
     gen = torch.Generator().manual_seed(s.seed)
+
     def eager_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """One step without a graph; returns the loss detached, so no autograd graph outlives the
         step (a live one would tie the gradients to this stream and break a later capture)."""
@@ -190,12 +189,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
             if step >= total:
                 break
             batch = {k: v.to(device, non_blocking=True) for k, v in collate_train(idx, gen).items()}
-            lr = s.lr * lr_factor(step, total, warmup, s.scheduler)
-            for group in optimizer.param_groups:
-                if isinstance(group["lr"], torch.Tensor):
-                    group["lr"].fill_(lr)  # read by the CUDA graphs
-                else:
-                    group["lr"] = lr
+            set_lr(optimizer, s.lr * lr_factor(step, total, warmup, s.scheduler))
             loss = graphs.step({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}) if graphs else None
             if loss is None:  # eager: the first step, a new batch shape, or no CUDA graphs here
                 loss = eager_step(batch)

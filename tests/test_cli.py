@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from rekit.cli import main
 from rekit.data.readers import read_records, write_csv
@@ -62,6 +63,25 @@ def test_predict_writes_the_competition_format(trained, capsys):
     assert main(["predict", str(run), "--input", str(d / "test.csv"), "--output", str(d / "sub.jsonl")]) == 0
     lines = [json.loads(x) for x in open(d / "sub.jsonl", encoding="utf-8")]
     assert [x["pred_label"] for x in lines] == [r["pred_label"] for r in rows]
+
+
+def test_compile_needs_a_gpu(trained, capsys):
+    d, run = trained
+    code = main(["predict", str(run), "--input", str(d / "test.csv"), "--output", str(d / "c.csv"), "--device", "cpu",
+                 "--compile"])
+    err = capsys.readouterr().err
+    assert code == 2 and "--compile" in err and "CUDA" in err and "Traceback" not in err
+    assert not (d / "c.csv").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="--compile needs a CUDA device")
+def test_compiled_ensemble_predicts_like_the_plain_one(trained):
+    d, run = trained
+    records, _ = read_records(d / "test.csv")
+    plain = Ensemble.load(run, device="cuda").predict_proba(records)
+    fast = Ensemble.load(run, device="cuda", compile=True).predict_proba(records)
+    np.testing.assert_allclose(fast, plain, atol=2e-2)
+    assert (fast.argmax(1) == plain.argmax(1)).mean() >= 0.95
 
 
 def test_ensemble_is_the_mean_of_fold_probabilities(trained):

@@ -110,3 +110,16 @@ def test_collator_pads_dynamically(tokenizer):
     assert batch["attention_mask"].sum(1).tolist() == f.lengths()
     assert batch["labels"].tolist() == [0, 4]
     assert (batch["input_ids"][0, f.lengths()[0]:] == tokenizer.pad_token_id).all()
+
+
+def test_always_pad_leaves_a_padded_position_in_every_batch(tokenizer):
+    rs = [record("가 사람 회사", "사람", "회사", "no_relation"), record("나 사람 회사", "사람", "회사", "per:title")]
+    f = REEncoder(tokenizer, "typed_entity_marker_punct", 64).encode(rs, LabelMap.builtin("klue-re"))
+    n = f.lengths()[0]
+    assert f.lengths() == [n, n]
+    assert Collator(f, tokenizer.pad_token_id)([0, 1])["attention_mask"].all()  # exact fit: no padding
+    batch = Collator(f, tokenizer.pad_token_id, always_pad=True)([0, 1])
+    assert batch["input_ids"].shape == (2, n + 1) and batch["attention_mask"].sum(1).tolist() == [n, n]
+    wide = Collator(f, tokenizer.pad_token_id, multiple_of=8, always_pad=True)([0, 1])
+    assert wide["input_ids"].shape[1] == -(-n // 8) * 8 + (8 if n % 8 == 0 else 0)
+    assert not wide["attention_mask"].all()

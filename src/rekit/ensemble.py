@@ -24,7 +24,7 @@ from rekit.encoding.tokenize import REEncoder
 from rekit.errors import RekitError
 from rekit.modeling.inference import predict_proba
 from rekit.modeling.model import SPEC_FILE, WEIGHTS_FILE, REModel
-from rekit.runtime import autocast_dtype, resolve_device
+from rekit.runtime import autocast_dtype, compile_blocks, resolve_device
 
 
 def model_dirs(run_dir: str | Path) -> list[Path]:
@@ -47,7 +47,7 @@ class Ensemble:
 
     def __init__(self, dirs: Sequence[Path], weights: Sequence[float] | None = None, device: str = "auto",
                  batch_size: int = 256, precision: str = "auto", trust_remote_code: bool = False,
-                 keep_loaded: bool = True, progress: bool = False):
+                 keep_loaded: bool = True, progress: bool = False, compile: bool = False):
         self.dirs = list(dirs)
         if weights is not None and len(weights) != len(self.dirs):
             raise RekitError(f"{len(weights)} weights given for {len(self.dirs)} fold models")
@@ -59,6 +59,9 @@ class Ensemble:
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.batch_size, self.trust_remote_code = batch_size, trust_remote_code
         self.keep_loaded, self.progress = keep_loaded, progress
+        if compile and self.device.type != "cuda":
+            raise RekitError(f"--compile compiles the fold models' layers for a CUDA device; this run uses {self.device}")
+        self.compile = compile
         self._cache: dict[int, tuple] = {}
         self.label_map_: LabelMap = LabelMap.load(self.dirs[0] / "labels.json")
         for d in self.dirs[1:]:
@@ -92,6 +95,10 @@ class Ensemble:
             # Predicting only: bf16 weights instead of autocast over fp32 ones (no per-op casts, half
             # the memory traffic; BENCHMARKS.md "Training throughput and inference speed").
             member[0].to(torch.bfloat16)
+        if self.compile:
+            # Regional inductor compilation, once for all lengths; members of one architecture share
+            # it (BENCHMARKS.md: about 1.3x the inference rate, a few seconds of compilation).
+            compile_blocks(member[0], dynamic=True)
         if self.keep_loaded:
             self._cache[i] = member
         return member

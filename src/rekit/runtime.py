@@ -50,3 +50,20 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+
+
+def compile_blocks(module: torch.nn.Module, **compile_kwargs) -> int:
+    """Regional compilation: every block of a run of identical blocks (a ModuleList of one class,
+    such as an encoder's layers) is compiled in place. The blocks share one compiled graph (their
+    parameters are its inputs), so a 24-layer encoder compiles one layer's forward and backward
+    instead of the whole network's; dynamic=True compiles it once for all sequence lengths.
+    The state-dict keys do not change. -> the number of blocks compiled."""
+    done: list[str] = []
+    for name, child in module.named_modules():
+        if any(name.startswith(prefix + ".") for prefix in done):
+            continue  # inside a block already compiled
+        if isinstance(child, torch.nn.ModuleList) and len(child) > 1 and len({type(m) for m in child}) == 1:
+            for block in child:
+                block.compile(**compile_kwargs)
+            done += [f"{name}.{i}" if name else str(i) for i in range(len(child))]
+    return len(done)

@@ -13,7 +13,8 @@ from rekit.errors import RekitError
 def _load_ensemble(args):
     from rekit.ensemble import Ensemble, oof_run_weights
 
-    kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True)
+    kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True,
+              compile=args.compile)
     if len(args.run_dir) == 1 and not args.fit_weights:
         return Ensemble.load(args.run_dir[0], weights=args.weights, **kw)
     if args.weights:
@@ -117,6 +118,9 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
                    "bcts (temperature + per-class bias; recommended with em) (default: none)")
     p.add_argument("--batch-size", type=int, default=256, help="examples per inference batch (default: 256)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--compile", action="store_true",
+                   help="CUDA: compile the encoder layers with torch.compile (inductor) before predicting; costs "
+                   "seconds once, then predicts about 1.3x faster, best with --batch-size 1024 on large inputs")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the run directory (trusted sources only)")
     add_config_flags(p, only=READ_FIELDS, sections=("data",))

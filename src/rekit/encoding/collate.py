@@ -38,15 +38,23 @@ def bucket_batches(lengths: list[int], batch_size: int, rng: np.random.Generator
 
 
 class Collator:
-    """Pads a list of example indices into tensors; pads to a multiple of 8 for tensor cores."""
+    """Pads a list of example indices into tensors; pads to a multiple of 8 for tensor cores.
 
-    def __init__(self, feats: Features, pad_id: int, multiple_of: int = 1):
-        self.feats, self.pad_id, self.multiple_of = feats, pad_id, multiple_of
+    always_pad: a batch whose rows all fill the padded width gets one more multiple, so every
+    attention mask has a padded position. transformers drops an all-ones mask after reading it on
+    the host, but not while a CUDA graph is being captured; with a padded position both take the
+    same path, and a compiled layer is not recompiled in the middle of a capture (graphs-inductor).
+    """
+
+    def __init__(self, feats: Features, pad_id: int, multiple_of: int = 1, always_pad: bool = False):
+        self.feats, self.pad_id, self.multiple_of, self.always_pad = feats, pad_id, multiple_of, always_pad
 
     def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
         f = self.feats
         longest = max(len(f.input_ids[i]) for i in idx)
         width = -(-longest // self.multiple_of) * self.multiple_of
+        if self.always_pad and all(len(f.input_ids[i]) == width for i in idx):
+            width += self.multiple_of
         ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         types = torch.zeros((len(idx), width), dtype=torch.long) if f.token_type_ids is not None else None
@@ -69,7 +77,15 @@ class Collator:
 
 
 def iterate(feats: Features, batches: list[list[int]], collator: Collator, device: torch.device) -> Iterator[dict]:
-    """Collate on the host and copy to the device. A batch is a few kilobytes of token ids, so a
-    plain copy costs microseconds; pinning it first would add a page-locked allocation per step."""
+    """Collate on the host and copy each batch to the device (see to_device)."""
     for idx in batches:
-        yield {k: v.to(device) for k, v in collator(idx).items()}
+        yield to_device(collator(idx), device)
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A host batch on the device. On a GPU it is pinned first (PyTorch caches the page-locked
+    buffers) and copied asynchronously: a copy from pageable memory waits until the GPU has finished
+    all queued work, so the host could not prepare the next step while this one runs."""
+    if device.type != "cuda":
+        return {k: v.to(device) for k, v in batch.items()}
+    return {k: v.pin_memory().to(device, non_blocking=True) for k, v in batch.items()}

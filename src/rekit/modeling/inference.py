@@ -18,11 +18,14 @@ def predict_proba(model, feats: Features, pad_id: int, batch_size: int, device: 
     model.eval()
     batches = bucket_batches(feats.lengths(), batch_size, rng=None)
     collator = Collator(feats, pad_id, multiple_of=8 if device.type == "cuda" else 1)
-    out = torch.empty((len(feats), model.spec.n_labels), dtype=torch.float32, device=device)
-    for idx, batch in zip(batches, iterate(feats, batches, collator, device)):
+    parts = []  # on the device until the end: no host sync between batches
+    for batch in iterate(feats, batches, collator, device):
         batch.pop("labels")
         with autocast(device, amp_dtype):
             logits, _ = model(**batch)
-        out[torch.as_tensor(idx, device=device)] = torch.softmax(logits.float(), dim=-1)
+        parts.append(torch.softmax(logits.float(), dim=-1))
     model.train(was_training)
-    return out.cpu().numpy()
+    out = np.empty((len(feats), model.spec.n_labels), dtype=np.float32)
+    if parts:
+        out[np.concatenate(batches)] = torch.cat(parts).cpu().numpy()
+    return out

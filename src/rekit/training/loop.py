@@ -176,7 +176,8 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     optimizer = make_optimizer(model, cfg, device, capturable=graphed)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, cfg.max_grad_norm) if graphed else None
-    collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device))
+    collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device),
+                        always_pad=compile_mode == "graphs-inductor")
     if main:
         model.save(fold_dir, tokenizer, label_map, weights=False)  # the weights come with the first evaluation
     shape = {"n_train": len(train), "n_valid": len(valid), "steps_per_epoch": steps_per_epoch,

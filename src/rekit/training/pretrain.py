@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from rekit.encoding.collate import bucket_batches
+from rekit.encoding.collate import bucket_batches, to_device
 from rekit.io import atomic_write_text
 from rekit.modeling.mlm_data import IGNORE, MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
@@ -188,7 +188,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
         for idx in bucket_batches(train.lengths(), s.batch_size, rng):
             if step >= total:
                 break
-            batch = {k: v.to(device, non_blocking=True) for k, v in collate_train(idx, gen).items()}
+            batch = to_device(collate_train(idx, gen), device)
             set_lr(optimizer, s.lr * lr_factor(step, total, warmup, s.scheduler))
             loss = graphs.step({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}) if graphs else None
             if loss is None:  # eager: the first step, a new batch shape, or no CUDA graphs here

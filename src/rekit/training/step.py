@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from rekit.runtime import compile_blocks
 
 GRAPH_MODES = ("graphs", "graphs-inductor")  # whole-step CUDA graphs (training/graphs.py)
 
@@ -24,14 +25,15 @@ def resolve_compile(mode: str, device: torch.device) -> str:
 
 def compile_forward(module: torch.nn.Module, mode: str):
     """The callable the training step runs. graphs: the module itself (its kernels are captured);
-    graphs-inductor: inductor-fused kernels, compiled once for all lengths (dynamic), captured
-    the same way; torch.compile modes: dynamic=None (the first shape compiles static, the second
-    marks the varying dimensions dynamic) with CUDA graphs recorded per padded shape by
-    reduce-overhead."""
+    graphs-inductor: the module with its repeated blocks compiled in place by inductor (see
+    runtime.compile_blocks), captured the same way; torch.compile modes: dynamic=None (the first shape
+    compiles static, the second marks the varying dimensions dynamic) with CUDA graphs recorded
+    per padded shape by reduce-overhead."""
     if mode in ("off", "graphs"):
         return module
     if mode == "graphs-inductor":
-        return torch.compile(module, dynamic=True)
+        compile_blocks(module, dynamic=True)
+        return module
     return torch.compile(module, mode=None if mode == "default" else mode)
 
 

@@ -174,8 +174,8 @@ def wait_for_running_trial(db_url: str, name: str, proc: subprocess.Popen, timeo
         assert proc.poll() is None, "rekit tune ended before any trial ran"
         try:
             for t in optuna.load_study(study_name=name, storage=db_url).get_trials(deepcopy=False):
-                # params too: killed before sampling them, the retry would rightly draw new ones
-                if t.state.name == "RUNNING" and "worker" in t.user_attrs and t.params:
+                # every param too: killed before sampling one, the retry would rightly draw it anew
+                if t.state.name == "RUNNING" and "worker" in t.user_attrs and set(t.params) == set(SPACE):
                     return t
         except (KeyError, Exception):  # noqa: BLE001 - the study may not exist yet
             pass

@@ -41,9 +41,9 @@ from rekit.encoding.tokenize import REEncoder  # noqa: E402
 from rekit.modeling import scratch  # noqa: E402
 from rekit.modeling.inference import predict_proba  # noqa: E402
 from rekit.modeling.model import ModelSpec, REModel  # noqa: E402
+from rekit.runtime import compile_blocks  # noqa: E402
 from rekit.training.loop import fit  # noqa: E402
 from rekit.training.optim import make_optimizer, make_scheduler  # noqa: E402
-from rekit.runtime import compile_blocks  # noqa: E402
 
 PEAK_BF16 = 989e12  # H100/H200 SXM dense bf16, vendor datasheet
 SHAPES = {  # layers, hidden, heads, intermediate
@@ -147,7 +147,12 @@ class _Rows(torch.utils.data.Dataset):
 
 def run_hf(args, config, feats, tuned: bool, device):
     """HF Trainer on RobertaForSequenceClassification ([CLS] head), as the community uses it."""
-    from transformers import RobertaForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        RobertaForSequenceClassification,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     torch.manual_seed(0)
     model = RobertaForSequenceClassification(config)

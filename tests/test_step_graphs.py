@@ -10,11 +10,10 @@ from rekit.data.labels import LabelMap
 from rekit.data.synthetic import make_splits
 from rekit.encoding.tokenize import REEncoder
 from rekit.modeling.backbone import build_model, load_tokenizer
-from rekit.runtime import seed_everything
+from rekit.runtime import compile_blocks, seed_everything
 from rekit.training import graphs
 from rekit.training.cv import tokenizer_corpus
 from rekit.training.loop import fit, host_lr
-from rekit.runtime import compile_blocks
 from rekit.training.step import pad_multiple, resolve_compile
 
 CPU = torch.device("cpu")
@@ -185,8 +184,12 @@ def test_graphs_inductor_trains(data, tmp_path):
 
 def test_all_positions_loss_equals_the_masked_positions_loss():
     from rekit.modeling.mlm_data import MLMCollator, encode_corpus
-    from rekit.training.pretrain import all_positions_loss, masked_loss, scratch_mlm_model
     from rekit.modeling.scratch import train_tokenizer
+    from rekit.training.pretrain import (
+        all_positions_loss,
+        masked_loss,
+        scratch_mlm_model,
+    )
 
     texts = [r.sentence for r in make_splits(seed=3, n_train=64, n_test=2)[0]]
     tok = train_tokenizer(texts, 600)
@@ -199,8 +202,8 @@ def test_all_positions_loss_equals_the_masked_positions_loss():
 
 @needs_cuda
 def test_pretraining_with_graphs_matches_eager(tmp_path):
-    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
     from rekit.modeling.scratch import train_tokenizer
+    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
 
     torch.backends.cuda.matmul.allow_tf32 = False
     texts = [r.sentence for r in make_splits(seed=4, n_train=600, n_test=2)[0]]

@@ -241,6 +241,7 @@ def run_rekit(args, config, feats, label_map, device, compile_mode):
     cfg = RunConfig.from_dict({}, {
         "lr": args.lr, "batch_size": args.batch_size, "epochs": 1, "warmup_ratio": args.warmup / args.steps,
         "eval_every": args.warmup, "progress": False, "compile": compile_mode, "eval_batch_size": args.batch_size,
+        "save_every": -1,  # no resumable state: writing a large model's optimizer state at every evaluation takes seconds
     }).train
     model = rekit_model(args, config, args.n_labels)
     fold_dir = args.work / f"rekit_{compile_mode}"  # checkpoints stay out of the results folder

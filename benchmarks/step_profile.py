@@ -33,7 +33,7 @@ from rekit.encoding.tokenize import Features  # noqa: E402
 from rekit.runtime import autocast  # noqa: E402
 from rekit.training.optim import make_optimizer, make_scheduler  # noqa: E402
 from rekit.training.graphs import StepGraphs  # noqa: E402
-from rekit.training.step import GRAPH_MODES, compile_forward  # noqa: E402
+from rekit.training.step import GRAPH_MODES, always_pad, compile_forward  # noqa: E402
 
 
 class _Tok:
@@ -67,7 +67,7 @@ def run_variant(name, args, config, device, compile_mode, lengths):
     n_steps = args.warmup + args.steps
     feats = synthetic(n_steps * args.batch_size, lengths)
     batches = [list(range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(n_steps)]
-    collate = Collator(feats, 0, multiple_of=16 if device.type == "cuda" else 1, always_pad=compile_mode == "graphs-inductor")
+    collate = Collator(feats, 0, multiple_of=16 if device.type == "cuda" else 1, always_pad=always_pad(compile_mode))
     stream = iterate(feats, batches, collate, device)
 
     def step():

@@ -48,6 +48,7 @@ from rekit.training.interrupts import (
 from rekit.training.optim import apply_update, make_optimizer, make_scheduler
 from rekit.training.step import (
     GRAPH_MODES,
+    always_pad,
     compile_forward,
     pad_multiple,
     resolve_compile,
@@ -177,7 +178,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     scheduler = make_scheduler(optimizer, cfg, total_steps)
     graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, cfg.max_grad_norm) if graphed else None
     collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device),
-                        always_pad=compile_mode == "graphs-inductor")
+                        always_pad=always_pad(compile_mode))
     if main:
         model.save(fold_dir, tokenizer, label_map, weights=False)  # the weights come with the first evaluation
     shape = {"n_train": len(train), "n_valid": len(valid), "steps_per_epoch": steps_per_epoch,

@@ -45,3 +45,9 @@ def pad_multiple(requested: int, compile_mode: str, device: torch.device) -> int
     if device.type != "cuda":
         return 1
     return 8 if compile_mode in ("off", *GRAPH_MODES) else 32
+
+
+def always_pad(compile_mode: str) -> bool:
+    """Whether every batch keeps a padded position (Collator.always_pad): graphs-inductor only, so a
+    compiled layer sees the same mask in the eager warm-up as in the capture."""
+    return compile_mode == "graphs-inductor"

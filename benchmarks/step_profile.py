@@ -6,13 +6,19 @@ For each variant: ms per step (synchronised wall clock over the profiled steps),
 CPU-side total vs CUDA kernel total per step, and the top operators. With `reduce-overhead`,
 PyTorch's own log says whether CUDA graphs were used (TORCH_LOGS=perf_hints shows skip reasons).
 
+A variant may carry options after "+": `+sdpa=efficient|cudnn|flash|math` forces one attention
+kernel (default: PyTorch's choice), `+clip=separate` clips with clip_grad_norm_ before the step
+instead of inside the fused AdamW (rekit's default; training/optim.py clip_and_step).
+
   TORCH_LOGS=perf_hints,recompiles python benchmarks/step_profile.py --out results/
+  python benchmarks/step_profile.py --out results/ --variants graphs-inductor-static,graphs-inductor-static+clip=separate
   python benchmarks/step_profile.py --out /tmp/p --smoke
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -31,8 +37,9 @@ from rekit.config import RunConfig  # noqa: E402
 from rekit.encoding.collate import Collator, iterate  # noqa: E402
 from rekit.encoding.tokenize import Features  # noqa: E402
 from rekit.runtime import autocast  # noqa: E402
-from rekit.training.optim import make_optimizer, make_scheduler  # noqa: E402
+from rekit.training import graphs as graphs_module  # noqa: E402
 from rekit.training.graphs import StepGraphs  # noqa: E402
+from rekit.training.optim import clip_and_step, make_optimizer, make_scheduler  # noqa: E402
 from rekit.training.step import GRAPH_MODES, always_pad, compile_forward  # noqa: E402
 
 
@@ -55,7 +62,41 @@ def synthetic(n, lengths, seed=0):
     return f
 
 
-def run_variant(name, args, config, device, compile_mode, lengths):
+def separate_clip_and_step(optimizer, params, max_grad_norm):
+    """The unfolded update (rekit before clip_and_step): clip_grad_norm_ rescales the gradients in memory."""
+    torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=True)
+    optimizer.step()
+
+
+def options(variant: str) -> tuple[str, dict]:
+    """'graphs-static+sdpa=efficient+clip=separate' -> ('graphs-static', {'sdpa': 'efficient', 'clip': 'separate'})."""
+    base, *opts = variant.split("+")
+    return base, dict(o.split("=", 1) for o in opts)
+
+
+def sdpa_context(backend: str | None):
+    if backend is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    names = {"efficient": SDPBackend.EFFICIENT_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+             "flash": SDPBackend.FLASH_ATTENTION, "math": SDPBackend.MATH}
+    return sdpa_kernel(names[backend])
+
+
+def run_variant(name, args, config, device, compile_mode, lengths, opts=None):
+    opts = opts or {}
+    patch = opts.get("clip") == "separate"
+    if patch:
+        graphs_module.clip_and_step = separate_clip_and_step
+    try:
+        with sdpa_context(opts.get("sdpa")):
+            return _run_variant(name, args, config, device, compile_mode, lengths, opts)
+    finally:
+        graphs_module.clip_and_step = clip_and_step
+
+
+def _run_variant(name, args, config, device, compile_mode, lengths, opts):
     cfg = RunConfig.from_dict({}, {"lr": 2e-5, "batch_size": args.batch_size}).train
     model = rekit_model(args, config, 30).to(device).train()
     graphed = compile_mode in GRAPH_MODES and device.type == "cuda"
@@ -83,8 +124,7 @@ def run_variant(name, args, config, device, compile_mode, lengths):
         with autocast(device, amp):
             _, loss = forward(**batch)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        (separate_clip_and_step if opts.get("clip") == "separate" else clip_and_step)(opt, list(model.parameters()), 1.0)
         opt.zero_grad(set_to_none=True)
         sched.step()
         return loss.detach()
@@ -130,7 +170,8 @@ def main(argv=None):
     p.add_argument("--variants", default="eager-static,compiled-static,eager-varied,compiled-varied")
     args = p.parse_args(argv)
     if args.smoke:
-        args.shape, args.steps, args.warmup, args.variants = "tiny", 3, 2, "eager-static,eager-varied,graphs-static"
+        args.shape, args.steps, args.warmup = "tiny", 3, 2
+        args.variants = "eager-static,eager-varied,graphs-static,eager-static+sdpa=math+clip=separate"
     args.max_length = 256
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -138,11 +179,12 @@ def main(argv=None):
     config = roberta_config(args, tok, 30)
     out, tables = [], []
     for v in args.variants.split(","):
+        base, opts = options(v)
         mode = ("reduce-overhead" if v.startswith("compiled") else "graphs-inductor" if v.startswith("graphs-inductor")
                 else "graphs" if v.startswith("graphs") else "off")
-        lengths = [60, 64] if v.endswith("static") else [40, 52, 64, 76, 90, 110]  # static: 64 wide, with padding
+        lengths = [60, 64] if base.endswith("static") else [40, 52, 64, 76, 90, 110]  # static: 64 wide, with padding
         try:
-            res, table = run_variant(v, args, config, device, mode, lengths)
+            res, table = run_variant(v, args, config, device, mode, lengths, opts)
         except Exception as e:  # noqa: BLE001 - keep the other variants' numbers
             res, table = {"variant": v, "error": f"{type(e).__name__}: {e}"}, ""
             print(json.dumps(res), flush=True)

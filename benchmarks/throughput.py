@@ -114,8 +114,13 @@ def peak_gib() -> float | None:
 
 
 def step_order(feats, batch_size, steps, seed=0):
-    """The same length-bucketed batches for every system that buckets (rekit's sampler)."""
-    return bucket_batches(feats.lengths(), batch_size, np.random.default_rng(seed))[:steps]
+    """The same length-bucketed batches for every system that buckets (rekit's sampler); past one
+    epoch, the next epoch's order is drawn (so --warmup of one epoch measures a second epoch, after
+    every batch shape has been seen)."""
+    rng, batches = np.random.default_rng(seed), []
+    while len(batches) < steps:
+        batches += bucket_batches(feats.lengths(), batch_size, rng)
+    return batches[:steps]
 
 
 def summarise(name, args, config, times, lengths_per_step, losses, extra=None):
@@ -158,8 +163,9 @@ def run_hf(args, config, feats, tuned: bool, device):
     model = RobertaForSequenceClassification(config)
     bs = args.batch_size if tuned else args.community_batch
     n = bs * args.steps
+    every = [i % len(feats) for i in range(n)]  # past one epoch the rows come round again
     if tuned:
-        rows = [{"input_ids": feats.input_ids[i], "labels": feats.labels[i]} for i in range(n)]
+        rows = [{"input_ids": feats.input_ids[i], "labels": feats.labels[i]} for i in every]
         from transformers import DataCollatorWithPadding
 
         collator = DataCollatorWithPadding(tokenizer=args.tokenizer, pad_to_multiple_of=8)
@@ -168,7 +174,7 @@ def run_hf(args, config, feats, tuned: bool, device):
         pad = args.tokenizer.pad_token_id
         rows = [{"input_ids": torch.tensor(x + [pad] * (width - len(x))),
                  "attention_mask": torch.tensor([1] * len(x) + [0] * (width - len(x))),
-                 "labels": torch.tensor(feats.labels[i])} for i, x in enumerate(feats.input_ids[:n])]
+                 "labels": torch.tensor(feats.labels[i])} for i, x in ((i, feats.input_ids[i]) for i in every)]
         collator = None
     times = []
 
@@ -194,7 +200,7 @@ def run_hf(args, config, feats, tuned: bool, device):
     trainer = Trainer(model=model, args=TrainingArguments(**targs), train_dataset=_Rows(rows), data_collator=collator)
     # Useful (non-pad) tokens per step: Trainer draws its own order, so take the same rows' lengths in
     # dataset order; over the steady steps the multiset is the same in expectation.
-    all_lengths = feats.lengths()
+    all_lengths = [feats.lengths()[i] for i in every]
     lengths_per_step = [all_lengths[s * bs:(s + 1) * bs] for s in range(args.steps)]
     trainer.add_callback(Clock())
     sync()

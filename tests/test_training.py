@@ -18,7 +18,7 @@ from rekit.runtime import seed_everything
 from rekit.training.cv import tokenizer_corpus
 from rekit.training.folds import make_folds
 from rekit.training.loop import fit, micro_batches
-from rekit.training.optim import lr_factor, param_groups
+from rekit.training.optim import clip_and_step, lr_factor, param_groups
 
 CPU = torch.device("cpu")
 
@@ -45,6 +45,31 @@ def test_lr_schedule():
     assert lr_factor(2, 10, 2, "cosine") == pytest.approx(1.0)
     assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5)
     assert lr_factor(9, 10, 2, "constant") == 1.0
+
+
+def test_clipping_folded_into_the_fused_step_matches_clip_grad_norm():
+    """A fused AdamW takes the clipping factor as its grad_scale: same weights as clip_grad_norm_ + step."""
+    torch.manual_seed(0)
+    nets = [torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Linear(16, 3)) for _ in range(3)]
+    for net in nets[1:]:
+        net.load_state_dict(nets[0].state_dict())
+    folded = torch.optim.AdamW(nets[0].parameters(), lr=1e-2, fused=True)
+    plain = torch.optim.AdamW(nets[1].parameters(), lr=1e-2)
+    unclipped = torch.optim.AdamW(nets[2].parameters(), lr=1e-2)
+    for step in range(6):
+        x = torch.randn(4, 8) * (10.0 if step % 2 else 0.01)  # odd steps are clipped, even ones not
+        for net in nets:
+            net(x).pow(2).sum().backward()
+        clip_and_step(folded, list(nets[0].parameters()), 1.0)
+        torch.nn.utils.clip_grad_norm_(nets[1].parameters(), 1.0)
+        plain.step()
+        unclipped.step()
+        for opt in (folded, plain, unclipped):
+            opt.zero_grad()
+    assert not hasattr(folded, "grad_scale")  # not left behind for a later step
+    for a, b, c in zip(nets[0].parameters(), nets[1].parameters(), nets[2].parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert (a - c).abs().max() > 1e-3  # clipping changed the update
 
 
 def test_micro_batches_split_each_step():

@@ -29,7 +29,7 @@ def add_field_flag(group, f: dataclasses.Field, default, flag: str | None = None
     help_text = f.metadata.get("help", "")
     if default not in (None, {}, []):
         help_text += f" (default: {default})"
-    kw: dict = {"dest": dest or f.name, "default": argparse.SUPPRESS, "help": help_text}
+    kw: dict = {"dest": dest or f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
     if metavar:
         kw["metavar"] = metavar
     typ = str(f.type)

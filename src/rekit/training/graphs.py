@@ -33,6 +33,7 @@ import torch
 
 from rekit.errors import RekitError
 from rekit.runtime import autocast
+from rekit.training.optim import clip_and_step
 
 
 def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None:
@@ -132,9 +133,7 @@ class StepGraphs:
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool):
             loss = self._fwd_bwd(inputs).detach()
-            if self.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
-            self.optimizer.step()
+            clip_and_step(self.optimizer, self.params, self.max_grad_norm)
         if self.pool is None:
             self.pool = graph.pool()
         # The gradients now point into the pool; eager steps must start from none.

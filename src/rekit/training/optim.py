@@ -44,17 +44,45 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
             group["lr"] = lr
 
 
+def is_fused(optimizer: torch.optim.Optimizer) -> bool:
+    return all(group.get("fused") for group in optimizer.param_groups)
+
+
+def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:
+    """Clip the gradients' global norm to max_grad_norm (as clip_grad_norm_ does), then step.
+
+    With a fused optimizer the clipping factor goes into the step itself: fused Adam/AdamW divide
+    every gradient by `grad_scale` as they read it (the hook GradScaler uses), so the separate pass
+    that rescales 338M gradients in memory (read + write, about 0.6 ms per step on an H200 at the
+    RoBERTa-large shape) is not needed. Nothing here reads a value back to the host, so the whole
+    of it can be part of a CUDA graph (training/graphs.py)."""
+    if max_grad_norm <= 0:
+        optimizer.step()
+        return
+    if not is_fused(optimizer):
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=params[0].device.type != "cpu")
+        optimizer.step()
+        return
+    grads = [q.grad for q in params if q.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
+    # clip_grad_norm_ multiplies by min(1, max / (norm + 1e-6)); dividing by its inverse is the same.
+    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_grad_norm, min=1.0)
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale
+
+
 def apply_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:
     """The update after the backward pass(es): unscale (fp16), clip, step, clear the gradients."""
     if scaler:
         scaler.unscale_(optimizer)
-    if max_grad_norm > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-    if scaler:
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
-        optimizer.step()
+        clip_and_step(optimizer, [q for q in model.parameters() if q.requires_grad], max_grad_norm)
     optimizer.zero_grad(set_to_none=True)
 
 

@@ -110,6 +110,28 @@ def test_regional_compilation_compiles_each_encoder_layer_in_place(data):
     torch.testing.assert_close(out, ref)
 
 
+def test_regionally_compiled_code_is_shared_by_later_models(data):
+    """A K-fold run builds a new model per fold: its layers reuse the code compiled for the first
+    (one compilation per process, not per fold or per layer)."""
+    lm, tok, feats = data
+    cfg = RunConfig.from_dict({}, {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500,
+                                   "max_length": 96})
+    compiled = []
+
+    def counting_backend(gm, example_inputs):
+        compiled.append(gm)
+        return gm.forward
+
+    torch._dynamo.reset()
+    for rows in (range(4), range(4, 10)):  # a new model per "fold", another batch shape
+        model = build_model(cfg.model, tok, lm).train()
+        compile_blocks(model, backend=counting_backend, dynamic=True)
+        _, loss = model(**_pad(feats, tok.pad_token_id, rows))
+        loss.backward()
+    torch._dynamo.reset()
+    assert len(compiled) == 1
+
+
 def _pad(feats, pad_id, idx):
     from rekit.encoding.collate import Collator
 

@@ -25,11 +25,16 @@ METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1", "loss")
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # backends live in rekit/tracking.py
 
 
-def _f(default: Any, help: str, choices: tuple | None = None, flag: bool = True):
-    meta = {"help": help, "choices": choices, "flag": flag}
+def described(default: Any, **meta: Any) -> Any:
+    """A dataclass field that carries `meta` (help, choices, flag) for the command line; a list or
+    dict default is copied for each instance."""
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def _f(default: Any, help: str, choices: tuple | None = None, flag: bool = True):
+    return described(default, help=help, choices=choices, flag=flag)
 
 
 @dataclass
@@ -201,15 +206,21 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> "RunConfig":
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except OSError as e:
-            raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        data = read_yaml(path)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a config file must be a mapping of options")
         return cls.from_dict(data, overrides)
+
+
+def read_yaml(path: str | Path) -> Any:
+    """A YAML config file's content ({} when empty); a ConfigError naming the file if it cannot be
+    read or parsed (safe_load: plain data only, no Python objects)."""
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
 
 
 def field_owners() -> dict[str, str]:

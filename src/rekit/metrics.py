@@ -30,6 +30,16 @@ from rekit.data.labels import LabelMap
 _KLUE_ABSENT_AREA = 0.5
 
 
+def _probs(probs, n: int, n_labels: int, if_empty: str) -> np.ndarray:
+    """probs as a float64 (n, n_labels) array; ValueError for another shape or no rows."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (n, n_labels):
+        raise ValueError(f"probs must have shape ({n}, {n_labels}), got {probs.shape}")
+    if n == 0:
+        raise ValueError(if_empty)
+    return probs
+
+
 def _ids(y: np.ndarray | Sequence, n_labels: int, name: str) -> np.ndarray:
     """1-D int array of label ids, checked to lie in [0, n_labels)."""
     arr = np.asarray(y)
@@ -87,11 +97,7 @@ def auprc(
     Always finite; raises ValueError for empty input.
     """
     y_true = _ids(y_true, n_labels, "y_true")
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(y_true), n_labels):
-        raise ValueError(f"probs must have shape ({len(y_true)}, {n_labels}), got {probs.shape}")
-    if len(y_true) == 0:
-        raise ValueError("AUPRC of an empty set is undefined")
+    probs = _probs(probs, len(y_true), n_labels, "AUPRC of an empty set is undefined")
     if not np.all(np.isfinite(probs)):
         raise ValueError("probs contain nan or inf")
     if absent not in ("skip", "klue"):
@@ -156,11 +162,7 @@ def evaluate(y_true: np.ndarray, probs: np.ndarray, label_map: LabelMap) -> dict
     """
     n_labels = len(label_map)
     y = _encode(y_true, label_map, "y_true")
-    probs = np.asarray(probs, dtype=np.float64)
-    if probs.shape != (len(y), n_labels):
-        raise ValueError(f"probs must have shape ({len(y)}, {n_labels}), got {probs.shape}")
-    if len(y) == 0:
-        raise ValueError("cannot evaluate an empty set")
+    probs = _probs(probs, len(y), n_labels, "cannot evaluate an empty set")
     pred = probs.argmax(axis=1)
     nr = label_map.no_relation_id
     touched = sorted((set(y.tolist()) | set(pred.tolist())) - {nr})

@@ -20,12 +20,11 @@ is split off here first. Every setting is also a flag of `rekit tune` (the flag 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from rekit.config import described, read_yaml
 from rekit.errors import ConfigError
 
 OBJECTIVE_METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1")  # all maximised
@@ -35,10 +34,7 @@ MIN_HEARTBEAT_S = 10
 
 
 def _s(default: Any, flag: str, help: str, choices: tuple | None = None):
-    meta = {"flag": flag, "help": help, "choices": choices}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata=meta)
-    return field(default=default, metadata=meta)
+    return described(default, flag=flag, help=help, choices=choices)
 
 
 @dataclass
@@ -111,10 +107,4 @@ def split_config(data: dict, where: str = "config") -> tuple[dict, dict]:
 
 def read_config_file(path: str | Path) -> tuple[dict, dict]:
     """Read a YAML config with an optional `tune:` section -> (base, tune section)."""
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    return split_config(data, str(path))
+    return split_config(read_yaml(path), str(path))

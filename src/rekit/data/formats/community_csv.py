@@ -21,6 +21,7 @@ from rekit.data.formats.fields import (
     RawRow,
     RowProblem,
     community_label,
+    csv_records,
     entity_from_mapping,
 )
 from rekit.data.literal import MAX_CELL_CHARS, LiteralError, parse_dict_literal
@@ -36,7 +37,7 @@ if csv.field_size_limit() < FIELD_LIMIT:
 
 def read_rows(lines: Iterable[str], ctx: Context, delimiter: str = ",") -> Iterator[RawRow | BadRow]:
     reader = csv.reader(lines, delimiter=delimiter)
-    records = _guarded(reader, ctx)
+    records = csv_records(reader, ctx)
     header = next((rec for rec in records if rec), None)
     if header is None:
         raise DataError("no header row (the file holds only blank lines)", path=ctx.path)
@@ -62,19 +63,6 @@ def read_rows(lines: Iterable[str], ctx: Context, delimiter: str = ",") -> Itera
             continue
         raw.line = line
         yield raw
-
-
-def _guarded(reader, ctx: Context) -> Iterator[list[str]]:
-    """Records, with csv's own errors turned into a `DataError` naming the line."""
-    it = iter(reader)
-    while True:
-        try:
-            rec = next(it)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise DataError(f"line {reader.line_num}: malformed CSV ({e})", path=ctx.path) from None
-        yield rec
 
 
 def _map_header(header: list[str], ctx: Context) -> dict[str, int | None]:

@@ -7,9 +7,12 @@ decides the convention, checks spans and builds `Record`s.
 
 from __future__ import annotations
 
+import csv
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+
+from rekit.errors import DataError
 
 FIELDS = ("id", "sentence", "subject", "object", "label", "source")
 ENTITY_FIELDS = ("text", "start", "end", "type")
@@ -82,6 +85,19 @@ class Context:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+
+def csv_records(reader, ctx: Context, kind: str = "CSV") -> Iterator[list[str]]:
+    """The records of a csv.reader, with csv's own errors turned into a `DataError` naming the line."""
+    it = iter(reader)
+    while True:
+        try:
+            rec = next(it)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise DataError(f"line {reader.line_num}: malformed {kind} ({e})", path=ctx.path) from None
+        yield rec
 
 
 class KeyResolver:

@@ -9,8 +9,16 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 
-from rekit.data.formats.fields import BadRow, Context, RawEntity, RawRow, RowProblem, community_label, to_offset
-from rekit.errors import DataError
+from rekit.data.formats.fields import (
+    BadRow,
+    Context,
+    RawEntity,
+    RawRow,
+    RowProblem,
+    community_label,
+    csv_records,
+    to_offset,
+)
 
 COLUMNS = ("id", "sentence", "e1", "e1_start", "e1_end", "e2", "e2_start", "e2_end", "label")
 
@@ -20,14 +28,7 @@ def read_rows(lines: Iterable[str], ctx: Context) -> Iterator[RawRow | BadRow]:
     reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE)
     ctx.note("legacy TSV has no entity types: all entities are typed 'UNK'")
     row, prev_line = 0, 0
-    it = iter(reader)
-    while True:
-        try:
-            rec = next(it)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            raise DataError(f"line {reader.line_num}: malformed TSV ({e})", path=ctx.path) from None
+    for rec in csv_records(reader, ctx, "TSV"):
         start_line, prev_line = prev_line + 1, reader.line_num
         if not rec or (len(rec) == 1 and not rec[0].strip()):
             continue

@@ -64,6 +64,13 @@ def run_inline(jobs: list[Job], runner, echo=print) -> dict[str, Job]:
     return by_name
 
 
+def _default_sigint() -> None:
+    """In a job's process, before it starts: SIGINT back to its default. A benchmark started in the
+    background (`&`, nohup) runs with SIGINT ignored, its children would inherit that, and Python
+    then never turns SIGINT into KeyboardInterrupt: `_stop` would wait out its grace and kill."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stop(job: Job, grace: float = 20.0) -> None:
     """SIGINT first (rekit records 'interrupted' and keeps its best checkpoint), then kill."""
     if job.proc is None or job.proc.poll() is not None:
@@ -113,7 +120,8 @@ def run_jobs(jobs: list[Job], max_parallel: int, deadline: float, log_dir: Path,
             if not j.required and (now + j.estimate > deadline or (required_waiting and not j.early)):
                 continue
             j.log = open(log_dir / f"{j.name}.log", "w", encoding="utf-8")
-            j.proc = subprocess.Popen(j.resolve(), stdout=j.log, stderr=subprocess.STDOUT, env=full_env)
+            j.proc = subprocess.Popen(j.resolve(), stdout=j.log, stderr=subprocess.STDOUT, env=full_env,
+                                      preexec_fn=_default_sigint)
             j.status, j.started = "running", now
             running.append(j)
             echo(f"[{time.strftime('%H:%M:%S')}] start {j.name}")

@@ -51,7 +51,7 @@ def test_scheduler_order_dependencies_failures_and_deadline(tmp_path):
                       "lazy": "ok", "sleeper": "stopped"}
     assert done["lazy"].summary()["cmd"] == " ".join(ok)
     assert done["bad"].returncode == 3 and (tmp_path / "a.log").is_file()
-    assert time.time() - t0 < 30
+    assert time.time() - t0 < 15  # the sleeper stopped at SIGINT, not killed after the 20 s grace
 
 
 def test_optional_jobs_wait_until_every_required_job_has_started(tmp_path):

@@ -202,6 +202,21 @@ def killed_study(data_dir):
     return study_dir, url, victim, proc.returncode, out
 
 
+def test_worker_hears_sigint_even_when_started_with_it_ignored():
+    """`rekit tune &` hands its workers an ignored SIGINT; the worker takes it back, so the pool's
+    stop signal interrupts it at once instead of a kill after the pool's wait."""
+    code = ("import os, signal, time\n"
+            "from rekit.tuning.worker import listen_for_stop\n"
+            "listen_for_stop()\n"
+            "os.kill(os.getpid(), signal.SIGINT)\n"
+            "time.sleep(30)\n")
+    t0 = time.time()
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert p.returncode != 0 and "KeyboardInterrupt" in p.stderr
+    assert time.time() - t0 < 25
+
+
 def test_study_with_two_workers_survives_a_killed_worker(killed_study):
     study_dir, url, victim, rc, out = killed_study
     assert rc == 0, out

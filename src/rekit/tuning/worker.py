@@ -14,6 +14,7 @@ with one trial more than asked per extra worker, never fewer.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 
@@ -105,7 +106,16 @@ def set_threads(n: int | None) -> None:
         torch.set_num_threads(n)
 
 
+def listen_for_stop() -> None:
+    """SIGINT is how the pool stops a worker (KeyboardInterrupt between trials; inside a trial the
+    training loop saves and stops at the next step). A `rekit tune` started in the background (`&`,
+    nohup) runs with SIGINT ignored, and its workers would inherit that and ignore the pool, which
+    then kills them after its wait: take the default handler back."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def main(argv: list[str] | None = None) -> int:
+    listen_for_stop()
     p = argparse.ArgumentParser(prog="python -m rekit.tuning.worker",
                                 description="one worker process of `rekit tune` (started by it)")
     p.add_argument("study_dir")

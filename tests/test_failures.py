@@ -18,6 +18,7 @@ from rekit.data.labels import LabelMap
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
 from rekit.encoding.tokenize import REEncoder
+from rekit.errors import RekitError
 from rekit.modeling.backbone import build_model, load_tokenizer
 from rekit.modeling.inference import predict_proba
 from rekit.modeling.model import REModel
@@ -173,6 +174,42 @@ def test_oom_through_the_cli_is_one_line_and_recorded(monkeypatch, tmp_path, cap
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "failed" and "--grad-accum 2" in state["reason"]
+
+
+def test_prediction_splits_a_batch_that_runs_out_of_memory(setup, monkeypatch):
+    """Predicting (rekit predict / evaluate, and each evaluation while training): a batch too large
+    for the GPU is split, and so is every later one; the probabilities are those of small batches."""
+    lm, tok, _, valid = setup
+    seed_everything(0)
+    model = build_model(cfg_of().model, tok, lm)
+    reference = predict_proba(model, valid, tok.pad_token_id, 4, CPU)
+
+    def misbehave(call, batch, out):
+        if out is None and "labels" not in batch and batch["input_ids"].shape[0] > 5:  # predicting only
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return out
+
+    patch_forward(monkeypatch, misbehave)
+    notes = []
+    probs = predict_proba(model, valid, tok.pad_token_id, 16, CPU, echo=notes.append)
+    np.testing.assert_allclose(probs, reference, atol=1e-6)
+    assert notes == ["CUDA out of memory on a batch of 16: continuing with batches of 8",
+                     "CUDA out of memory on a batch of 8: continuing with batches of 4"]
+
+
+def test_prediction_out_of_memory_on_one_example_is_a_one_line_error(setup, monkeypatch):
+    lm, tok, _, valid = setup
+    model = build_model(cfg_of().model, tok, lm).train()
+
+    def misbehave(call, batch, out):
+        if out is None and "labels" not in batch:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return out
+
+    patch_forward(monkeypatch, misbehave)
+    with pytest.raises(RekitError, match="CUDA ran out of memory predicting a single example of [0-9]+ tokens"):
+        predict_proba(model, valid, tok.pad_token_id, 4, CPU)
+    assert model.training  # the model's mode is restored on the way out
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------

@@ -114,7 +114,8 @@ class Ensemble:
             if key not in encoded:
                 encoded[key] = REEncoder(tokenizer, spec.marker, spec.max_length, spec.first_segment).encode(records)
             amp = None if self.amp_dtype == torch.bfloat16 else self.amp_dtype  # bf16 members are cast already
-            out.append(predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, amp))
+            out.append(predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, amp,
+                                     echo=tqdm.write if self.progress else None))
             if not self.keep_loaded:
                 del model
                 gc.collect()

@@ -110,8 +110,8 @@ def micro_batches(step_batch: list[int], accum: int) -> list[list[int]]:
 
 
 def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg: TrainConfig,
-                   device, amp_dtype) -> tuple[dict, np.ndarray]:
-    probs = predict_proba(model, feats, pad_id, cfg.eval_batch_size, device, amp_dtype)
+                   device, amp_dtype, echo=None) -> tuple[dict, np.ndarray]:
+    probs = predict_proba(model, feats, pad_id, cfg.eval_batch_size, device, amp_dtype, echo=echo)
     y = np.asarray(feats.labels)
     metrics = evaluate(y, probs, label_map)
     metrics["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
@@ -299,7 +299,8 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         train_loss = global_loss()  # one host sync per evaluation
         seconds = time.perf_counter() - seg["t"]
         loss_sum, p.loss_count = torch.zeros((), device=device), 0
-        metrics, probs = evaluate_split(model, valid, label_map, tokenizer.pad_token_id, cfg, device, amp_dtype)
+        metrics, probs = evaluate_split(model, valid, label_map, tokenizer.pad_token_id, cfg, device, amp_dtype,
+                                        echo=lambda msg: echo(f"{desc}: evaluation: {msg}"))
         model.train()
         if not np.isfinite(probs).all():  # finite loss but broken weights (the last update overflowed)
             stop_nonfinite()

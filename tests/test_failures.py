@@ -212,6 +212,30 @@ def test_prediction_out_of_memory_on_one_example_is_a_one_line_error(setup, monk
     assert model.training  # the model's mode is restored on the way out
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a real CUDA out-of-memory needs a CUDA device")
+def test_real_cuda_out_of_memory_while_predicting_is_survived(setup):
+    """On a GPU with little memory left, a large prediction batch really runs out of memory: it
+    is split until it fits, and the probabilities match those of small batches."""
+    lm, tok, _, _ = setup
+    cuda = torch.device("cuda")
+    _, rows = make_splits(seed=5, n_train=8, n_test=2048)
+    feats = REEncoder(tok, cfg_of().model.marker, 64).encode(rows, lm)
+    seed_everything(0)
+    model = build_model(cfg_of(scratch_size="base").model, tok, lm).to(cuda)
+    reference = predict_proba(model, feats, tok.pad_token_id, 64, cuda)
+    torch.cuda.empty_cache()
+    total = torch.cuda.get_device_properties(cuda).total_memory
+    # Room for the weights and about 100 MB more: a batch of 2,048 needs far more than that.
+    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_allocated() + 100 * 2**20) / total)
+    notes = []
+    try:
+        probs = predict_proba(model, feats, tok.pad_token_id, 2048, cuda, echo=notes.append)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+    assert notes and notes[0] == "CUDA out of memory on a batch of 2048: continuing with batches of 1024"
+    np.testing.assert_allclose(probs, reference, atol=2e-4)
+
+
 # -- Ctrl-C --------------------------------------------------------------------------------------
 def test_ctrl_c_stops_at_the_step_boundary_with_the_state_saved(setup, monkeypatch, tmp_path):
     def misbehave(call, batch, out):

@@ -97,7 +97,7 @@ class Ensemble:
             member[0].to(torch.bfloat16)
         if self.compile:
             # Regional inductor compilation, once for all lengths; members of one architecture share
-            # it (BENCHMARKS.md: about 1.3x the inference rate, a few seconds of compilation).
+            # it (BENCHMARKS.md: about 8 % faster once warm, after about 12 s of compiling and warming up).
             compile_blocks(member[0], dynamic=True)
         if self.keep_loaded:
             self._cache[i] = member

@@ -120,7 +120,7 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: compile the encoder layers with torch.compile (inductor) before predicting; costs "
-                   "seconds once, then predicts about 1.3x faster, best with --batch-size 1024 on large inputs")
+                   "about 12 s once, then predicts about 8%% faster (BENCHMARKS.md): for large inputs, with --batch-size 1024")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the run directory (trusted sources only)")
     add_config_flags(p, only=READ_FIELDS, sections=("data",))

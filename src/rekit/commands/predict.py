@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
+from rekit.data.formats.source import check_file
 from rekit.errors import RekitError
+
+
+def _check_paths(args) -> None:
+    """Mistyped paths fail at once, before torch and the models are loaded."""
+    for run in args.run_dir:
+        if not Path(run).exists():
+            raise RekitError(f"{run}: no such run directory")
+    check_file(Path(args.input))
 
 
 def _load_ensemble(args):
     from rekit.ensemble import Ensemble, oof_run_weights
+
 
     kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True,
               compile=args.compile)
@@ -66,6 +77,7 @@ def _read_input(args):
 
 
 def predict(args) -> int:
+    _check_paths(args)
     from rekit.predict import write_predictions
 
     ens = _load_ensemble(args)
@@ -77,6 +89,7 @@ def predict(args) -> int:
 
 
 def evaluate(args) -> int:
+    _check_paths(args)
     from rekit.predict import score, split_known, write_predictions
 
     ens = _load_ensemble(args)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
+from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
 
 
@@ -47,11 +48,6 @@ def _saved_tokenizer(path: str, extra: list[str]):
 
 def run(args) -> int:
     from rekit.config import MARKERS
-    from rekit.encoding.markers import new_tokens
-    from rekit.modeling import scratch
-    from rekit.modeling.mlm_data import unique_texts
-    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
-    from rekit.runtime import seed_everything
 
     if args.marker not in MARKERS:
         raise ConfigError(f"--marker must be one of {', '.join(MARKERS)}")
@@ -59,11 +55,19 @@ def run(args) -> int:
         raise ConfigError("--epochs and --batch-size must be >= 1, --lr > 0 and --mask-prob in (0, 1)")
     if args.max_length < 8 or not 0 <= args.warmup_ratio < 1:
         raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
+    for path in [args.train, *args.extra_text]:
+        check_file(Path(path))  # before --overwrite removes anything, and before torch is imported
     out = Path(args.output)
     if out.exists() and any(out.iterdir()):
         if not args.overwrite:
             raise ConfigError(f"output directory {out} is not empty; pass --overwrite to replace it")
         shutil.rmtree(out)
+    from rekit.encoding.markers import new_tokens
+    from rekit.modeling import scratch
+    from rekit.modeling.mlm_data import unique_texts
+    from rekit.runtime import seed_everything
+    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
+
     texts = unique_texts(read_texts([args.train, *args.extra_text], args, args.marker))
     if not texts:
         raise RekitError("no sentences to pretrain on")

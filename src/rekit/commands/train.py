@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rekit.commands import add_config_flags, explicit_flags
 from rekit.config import RunConfig
+from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 
 # Flags that may accompany --resume: they change how the run is executed, not what it computes
@@ -37,13 +38,15 @@ def resume_config(args) -> RunConfig:
 
 
 def run(args) -> int:
-    from rekit.training.cv import train_cv
-
     if args.resume:
         cfg = resume_config(args)
     else:
         flags = explicit_flags(args)
         cfg = RunConfig.from_yaml(args.config, flags) if args.config else RunConfig.from_dict({}, flags)
+        if cfg.data.train:
+            check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported
+    from rekit.training.cv import train_cv
+
     out = Path(cfg.train.output or "")
     try:
         summary = train_cv(cfg, resume=bool(args.resume))

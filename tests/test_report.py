@@ -145,7 +145,9 @@ def test_study_report_with_fewer_than_two_finished_trials(tmp_path):
     from rekit.tuning.study import prepare
 
     cfg = tmp_path / "tune.yaml"
-    cfg.write_text(yaml.safe_dump({"data": {"train": "absent.csv"}, "model": {"model": "scratch"},
+    train = tmp_path / "train.csv"  # must exist to prepare a study; no trial runs, so it is never read
+    train.write_text("id,sentence,subject_entity,object_entity,label\n", encoding="utf-8")
+    cfg.write_text(yaml.safe_dump({"data": {"train": str(train)}, "model": {"model": "scratch"},
                                    "tune": {"space": {"lr": {"type": "loguniform", "low": 1e-5, "high": 1e-3}}}}))
     study = prepare(str(cfg), {"output": str(tmp_path / "study")}, {}, echo=lambda *_: None)
     page = build_study_report(study.dir)

@@ -159,6 +159,20 @@ def data_dir(tmp_path_factory):
     return d
 
 
+def test_a_mistyped_training_file_leaves_no_study_and_keeps_an_old_one(data_dir, tmp_path, capsys):
+    """Checked before the study directory is created, and before --overwrite removes one."""
+    for flags in ([], ["--overwrite"]):
+        out = tmp_path / "study"
+        assert main(["tune", "--config", str(data_dir / "tune.yaml"), "--train", str(tmp_path / "typo.csv"),
+                     "--output", str(out), *flags]) == 2
+        assert "typo.csv: no such file" in capsys.readouterr().err
+        if not flags:
+            assert not out.exists()
+            out.mkdir()
+            (out / "study.json").write_text("{}", encoding="utf-8")  # an earlier study, to be kept
+    assert (out / "study.json").read_text(encoding="utf-8") == "{}"
+
+
 def tune_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "rekit.cli", "tune", *args]
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from rekit.config import RunConfig
+from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 from rekit.io import atomic_write_text
 from rekit.tuning.settings import TuneSettings, read_config_file
@@ -109,11 +110,8 @@ def open_study(study_dir: Path, storage: str | None = None, tune_flags: dict | N
 
 
 def prepare(config: str | None, base_flags: dict, tune_flags: dict, echo=print) -> Study:
-    """Create the study (or join/resume it) from a config file and flags; returns it ready to run."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # rekit prints its own lines
-
+    """Create the study (or join/resume it) from a config file and flags; returns it ready to run.
+    Everything is checked before anything is written or removed (--overwrite)."""
     base_dict, tune_dict = read_config_file(config) if config else ({}, {})
     cfg = RunConfig.from_dict(base_dict, base_flags)
     if not cfg.train.output:
@@ -129,6 +127,8 @@ def prepare(config: str | None, base_flags: dict, tune_flags: dict, echo=print) 
         tune_dict = {**meta["settings"], "storage": stored_url(meta, study_dir, (tune_flags or {}).get("storage"))}
     elif not config and not is_study_dir(study_dir):
         raise ConfigError("no config file: pass --config FILE with a tune.space section (see configs/tune-scratch.yaml)")
+    if cfg.data.train:
+        check_file(Path(cfg.data.train))  # a mistyped path: no study directory, no trial started
     if cfg.train.overwrite and study_dir.is_dir() and any(study_dir.iterdir()):
         shutil.rmtree(study_dir)
     if not resuming and study_dir.is_dir() and any(study_dir.iterdir()):
@@ -145,6 +145,9 @@ def prepare(config: str | None, base_flags: dict, tune_flags: dict, echo=print) 
         raise ConfigError(f"{study_dir} holds study {_read_meta(study_dir)['study_name']!r}, not {name!r}; "
                           "use one study directory per study")
 
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # rekit prints its own lines
     study_dir.mkdir(parents=True, exist_ok=True)
     storage = study.storage()
     if cfg.train.overwrite and settings.storage:

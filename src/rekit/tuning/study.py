@@ -27,7 +27,14 @@ from rekit.errors import ConfigError
 from rekit.io import atomic_write_text
 from rekit.tuning.settings import TuneSettings, read_config_file
 from rekit.tuning.space import Param, parse_space
-from rekit.tuning.storage import STORAGE_ENV, default_url, has_password, mask, open_storage, url_for
+from rekit.tuning.storage import (
+    STORAGE_ENV,
+    default_url,
+    has_password,
+    mask,
+    open_storage,
+    url_for,
+)
 
 META = "study.json"
 SIGNATURE_ATTR = "rekit_search"

@@ -168,3 +168,30 @@ def test_malformed_row_names_file_and_row(tmp_path):
                         "--model", "scratch"], capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr
     assert "bad.csv" in p.stderr and "row 2" in p.stderr
+
+
+@pytest.mark.parametrize("command", ["pretrain", "train"])
+def test_a_mistyped_input_fails_before_overwrite_removes_anything(tmp_path, capsys, command):
+    """`--overwrite` replaces the output only once the inputs are known to exist: a typo in a path
+    must not cost the model or run directory already there."""
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "keep.txt").write_text("an earlier result", encoding="utf-8")
+    args = [command, "--train", str(tmp_path / "typo.csv"), "--output", str(out), "--overwrite", "--model", "scratch"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "typo.csv: no such file" in err and "Traceback" not in err
+    assert (out / "keep.txt").read_text(encoding="utf-8") == "an earlier result"
+
+
+def test_a_training_file_that_cannot_be_read_leaves_the_old_run(tmp_path, capsys):
+    """`rekit train --overwrite` reads (and checks) the new training file before it removes the run
+    directory that is there."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,sentence\n0,no entity columns here\n", encoding="utf-8")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("an earlier run", encoding="utf-8")
+    assert main(["train", "--train", str(bad), "--output", str(run), "--overwrite", "--model", "scratch"]) == 2
+    assert "bad.csv" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text(encoding="utf-8") == "an earlier run"

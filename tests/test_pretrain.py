@@ -132,16 +132,3 @@ def test_morpheme_tokenizer_cuts_at_morphemes_and_loads_without_kiwi(tmp_path):
     mtok.save_pretrained(tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path).tokenize("김민준은 한빛전자에서 일했다.") == pieces
 
-
-@pytest.mark.parametrize("command", ["pretrain", "train"])
-def test_a_mistyped_input_fails_before_overwrite_removes_anything(tmp_path, capsys, command):
-    """`--overwrite` replaces the output only once the inputs are known to exist: a typo in a path
-    must not cost the model or run directory already there."""
-    out = tmp_path / "existing"
-    out.mkdir()
-    (out / "keep.txt").write_text("an earlier result", encoding="utf-8")
-    args = [command, "--train", str(tmp_path / "typo.csv"), "--output", str(out), "--overwrite", "--model", "scratch"]
-    assert main(args) == 2
-    err = capsys.readouterr().err
-    assert "typo.csv: no such file" in err and "Traceback" not in err
-    assert (out / "keep.txt").read_text(encoding="utf-8") == "an earlier result"

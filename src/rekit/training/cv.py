@@ -92,6 +92,7 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
     dist, device_name = distributed.from_env(t.parallel, t.device)
     if not dist.is_main:  # torchrun: the main process owns the run directory and its files
         return _train_worker(cfg, dist, device_name, echo, callbacks, resume)
+    records = None
     if resume:
         run = rundir.reopen(t.output)
         state = rundir.read_state(run)
@@ -101,13 +102,17 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
         rundir.remove_temp_files(run)
         rundir.write_state(run, "running", resumed=int(state.get("resumed", 0)) + 1)
     else:
+        # Read before --overwrite removes anything: a training file that cannot be read leaves an
+        # existing run as it was.
+        rundir.check_new(t.output, t.overwrite)
+        records = read_training_data(cfg, echo)
         run = rundir.create(t.output, t.overwrite)
         atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
         rundir.write_state(run, "running")
     dist.barrier()  # the other processes may now read the run directory
     try:
         with tracker.attached(run, cfg):
-            summary = _train(cfg, run, echo, [*callbacks, tracker], resume, dist, device_name)
+            summary = _train(cfg, run, echo, [*callbacks, tracker], resume, dist, device_name, records)
             tracker.log_summary(summary)
     except KeyboardInterrupt as e:  # loop.TrainingInterrupted says where it stopped
         rundir.write_state(run, "interrupted", reason=str(e) or "stopped by the user (Ctrl-C)",
@@ -181,13 +186,15 @@ def run_tokenizer(cfg: RunConfig, run: Path, records: list[Record], resume: bool
 
 
 def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
-           dist: distributed.Dist | None = None, device_name: str | None = None) -> dict:
+           dist: distributed.Dist | None = None, device_name: str | None = None,
+           records: list[Record] | None = None) -> dict:
     t, m = cfg.train, cfg.model
     dist = dist or distributed.Dist()
     start = time.time()
     if dist.is_main:
         check_same_data(cfg, run, resume)
-    records = read_training_data(cfg, echo)
+    if records is None:
+        records = read_training_data(cfg, echo)
     label_map = resolve_label_map(cfg, [r.label for r in records])
     if resume and (run / "labels.json").is_file() and LabelMap.load(run / "labels.json").labels != label_map.labels:
         raise ConfigError(f"the label set no longer matches {run / 'labels.json'}; start a new run")

@@ -27,16 +27,23 @@ CONFIG, METRICS = "config.yaml", "metrics.jsonl"
 _KEPT = ("started", "data_sha256", "resumed")
 
 
-def create(output: str | None, overwrite: bool) -> Path:
+def check_new(output: str | None, overwrite: bool) -> Path:
+    """Where a new run goes, if it may go there; nothing is written or removed yet."""
     if not output:
         raise ConfigError("no run directory: pass --output RUN_DIR")
     run = Path(output)
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--output {run} exists and is not a directory")
+    if run.is_dir() and any(run.iterdir()) and not overwrite:
+        raise ConfigError(f"run directory {run} is not empty; pass --overwrite to replace it "
+                          f"(or --resume {run} to continue it)")
+    return run
+
+
+def create(output: str | None, overwrite: bool) -> Path:
+    """A new, empty run directory (with overwrite, an earlier one there is removed)."""
+    run = check_new(output, overwrite)
     if run.is_dir() and any(run.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"run directory {run} is not empty; pass --overwrite to replace it "
-                              f"(or --resume {run} to continue it)")
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     return run

@@ -184,14 +184,15 @@ def test_a_mistyped_input_fails_before_overwrite_removes_anything(tmp_path, caps
     assert (out / "keep.txt").read_text(encoding="utf-8") == "an earlier result"
 
 
-def test_a_training_file_that_cannot_be_read_leaves_the_old_run(tmp_path, capsys):
-    """`rekit train --overwrite` reads (and checks) the new training file before it removes the run
+@pytest.mark.parametrize("command", ["pretrain", "train"])
+def test_a_training_file_that_cannot_be_read_leaves_the_old_output(tmp_path, capsys, command):
+    """`--overwrite` reads (and checks) the new training file before it removes the run or model
     directory that is there."""
     bad = tmp_path / "bad.csv"
     bad.write_text("id,sentence\n0,no entity columns here\n", encoding="utf-8")
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "config.yaml").write_text("an earlier run", encoding="utf-8")
-    assert main(["train", "--train", str(bad), "--output", str(run), "--overwrite", "--model", "scratch"]) == 2
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "config.yaml").write_text("an earlier result", encoding="utf-8")
+    assert main([command, "--train", str(bad), "--output", str(out), "--overwrite", "--model", "scratch"]) == 2
     assert "bad.csv" in capsys.readouterr().err
-    assert (run / "config.yaml").read_text(encoding="utf-8") == "an earlier run"
+    assert (out / "config.yaml").read_text(encoding="utf-8") == "an earlier result"

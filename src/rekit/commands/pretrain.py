@@ -56,12 +56,11 @@ def run(args) -> int:
     if args.max_length < 8 or not 0 <= args.warmup_ratio < 1:
         raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
     for path in [args.train, *args.extra_text]:
-        check_file(Path(path))  # before --overwrite removes anything, and before torch is imported
+        check_file(Path(path))  # a mistyped path fails at once, before torch is imported
     out = Path(args.output)
-    if out.exists() and any(out.iterdir()):
-        if not args.overwrite:
-            raise ConfigError(f"output directory {out} is not empty; pass --overwrite to replace it")
-        shutil.rmtree(out)
+    replace = out.exists() and any(out.iterdir())
+    if replace and not args.overwrite:
+        raise ConfigError(f"output directory {out} is not empty; pass --overwrite to replace it")
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts
@@ -71,6 +70,8 @@ def run(args) -> int:
     texts = unique_texts(read_texts([args.train, *args.extra_text], args, args.marker))
     if not texts:
         raise RekitError("no sentences to pretrain on")
+    if replace:  # only now that the inputs have been read without error
+        shutil.rmtree(out)
     settings = PretrainSettings(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,

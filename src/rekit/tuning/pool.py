@@ -69,9 +69,11 @@ def recover_dead(study: Study, ost, dead_pids: set[int] | None = None) -> list[i
         except UpdateFinishedTrialError:  # another process (a heartbeat check) got there first
             continue
         retry(ost, copy.deepcopy(storage.get_trial(trial._trial_id)))
+        # The trial's run directory says why it stopped (made here if the worker died before making
+        # it, e.g. while reading the training data).
         run = Path(trial.user_attrs.get("run_dir", study.trial_dir(trial.number)))
-        if run.is_dir():
-            rundir.write_state(run, "failed", reason=f"worker process {pid} died; the trial was re-queued")
+        run.mkdir(parents=True, exist_ok=True)
+        rundir.write_state(run, "failed", reason=f"worker process {pid} died; the trial was re-queued")
         recovered.append(trial.number)
     return recovered
 

@@ -196,3 +196,13 @@ def test_a_training_file_that_cannot_be_read_leaves_the_old_output(tmp_path, cap
     assert main([command, "--train", str(bad), "--output", str(out), "--overwrite", "--model", "scratch"]) == 2
     assert "bad.csv" in capsys.readouterr().err
     assert (out / "config.yaml").read_text(encoding="utf-8") == "an earlier result"
+
+
+@pytest.mark.parametrize("command,flag", [("predict", "--output"), ("evaluate", "--output"), ("evaluate", "--report")])
+def test_an_output_that_is_a_directory_fails_before_predicting(trained, tmp_path, capsys, command, flag):
+    d, run = trained
+    args = [command, str(run), "--input", str(d / "test.csv"), flag, str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{flag} {tmp_path} is a directory" in err and "Traceback" not in err
+

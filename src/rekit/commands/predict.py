@@ -18,6 +18,11 @@ def _check_paths(args) -> None:
         if not Path(run).exists():
             raise RekitError(f"{run}: no such run directory")
     check_file(Path(args.input))
+    for flag in ("output", "report"):
+        target = getattr(args, flag, None)
+        if target and Path(target).is_dir():
+            raise RekitError(f"--{flag} {target} is a directory; name a file in it, e.g. "
+                             f"{Path(target) / ('submission.csv' if flag == 'output' else 'report.json')}")
 
 
 def _load_ensemble(args):

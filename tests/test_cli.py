@@ -206,3 +206,14 @@ def test_an_output_that_is_a_directory_fails_before_predicting(trained, tmp_path
     err = capsys.readouterr().err
     assert f"{flag} {tmp_path} is a directory" in err and "Traceback" not in err
 
+
+@pytest.mark.parametrize("command", ["pretrain", "train"])
+def test_an_output_that_is_a_file_is_a_one_line_error(trained, tmp_path, capsys, command):
+    d, _ = trained
+    target = tmp_path / "a_file"
+    target.write_text("not a directory", encoding="utf-8")
+    assert main([command, "--train", str(d / "train.csv"), "--output", str(target), "--model", "scratch"]) == 2
+    err = capsys.readouterr().err
+    assert f"--output {target} exists and is not a directory" in err and "Traceback" not in err
+    assert target.read_text(encoding="utf-8") == "not a directory"
+

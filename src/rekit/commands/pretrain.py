@@ -58,6 +58,8 @@ def run(args) -> int:
     for path in [args.train, *args.extra_text]:
         check_file(Path(path))  # a mistyped path fails at once, before torch is imported
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output {out} exists and is not a directory")
     replace = out.exists() and any(out.iterdir())
     if replace and not args.overwrite:
         raise ConfigError(f"output directory {out} is not empty; pass --overwrite to replace it")

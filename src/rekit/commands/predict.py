@@ -28,7 +28,6 @@ def _check_paths(args) -> None:
 def _load_ensemble(args):
     from rekit.ensemble import Ensemble, oof_run_weights
 
-
     kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True,
               compile=args.compile)
     if len(args.run_dir) == 1 and not args.fit_weights:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
+from rekit.training.rundir import check_new
 
 
 def read_texts(paths: list[str], args, marker: str) -> list[str]:
@@ -57,12 +58,8 @@ def run(args) -> int:
         raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
     for path in [args.train, *args.extra_text]:
         check_file(Path(path))  # a mistyped path fails at once, before torch is imported
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--output {out} exists and is not a directory")
-    replace = out.exists() and any(out.iterdir())
-    if replace and not args.overwrite:
-        raise ConfigError(f"output directory {out} is not empty; pass --overwrite to replace it")
+    out = check_new(args.output, args.overwrite, what="output directory", resumable=False)
+    replace = out.is_dir() and any(out.iterdir())  # with --overwrite (check_new): removed once the inputs are read
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts

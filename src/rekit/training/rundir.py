@@ -27,16 +27,17 @@ CONFIG, METRICS = "config.yaml", "metrics.jsonl"
 _KEPT = ("started", "data_sha256", "resumed")
 
 
-def check_new(output: str | None, overwrite: bool) -> Path:
-    """Where a new run goes, if it may go there; nothing is written or removed yet."""
+def check_new(output: str | None, overwrite: bool, what: str = "run directory", resumable: bool = True) -> Path:
+    """Where a new run (or another output directory: `what`) goes, if it may go there; nothing is
+    written or removed yet."""
     if not output:
         raise ConfigError("no run directory: pass --output RUN_DIR")
     run = Path(output)
     if run.exists() and not run.is_dir():
         raise ConfigError(f"--output {run} exists and is not a directory")
     if run.is_dir() and any(run.iterdir()) and not overwrite:
-        raise ConfigError(f"run directory {run} is not empty; pass --overwrite to replace it "
-                          f"(or --resume {run} to continue it)")
+        hint = f" (or --resume {run} to continue it)" if resumable else ""
+        raise ConfigError(f"{what} {run} is not empty; pass --overwrite to replace it{hint}")
     return run
 
 

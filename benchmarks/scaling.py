@@ -31,7 +31,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 DATA = ROOT.parent / "shared" / "data" / "klue-re" / "train.csv"
-GRAPH_MODES = ("graphs", "graphs-inductor")  # = rekit.training.step.GRAPH_MODES (no rekit import at start-up)
 
 
 def make_model_dir(args, out: Path) -> Path:
@@ -100,8 +99,8 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--compile", default="off,graphs",
-                   help="comma-separated --compile modes, each a set of rows (DDP rows only where the mode supports "
-                   "DDP: CUDA graphs run eagerly under DDP, so graph modes get 1gpu and folds rows)")
+                   help="comma-separated --compile modes, each a set of rows (graph modes capture DDP's all-reduces "
+                   "in the step graphs too)")
     p.add_argument("--only", default="1gpu,folds,ddp-weak,ddp-strong")
     args = p.parse_args(argv)
     if args.smoke:
@@ -137,8 +136,6 @@ def main(argv=None):
     results = []
     for mode in args.compile.split(","):
         for key in args.only.split(","):
-            if key.startswith("ddp") and mode in GRAPH_MODES:
-                continue
             launcher, extra, env_extra = plan[key]
             name = key if key == "1gpu" else f"{key.split('-')[0]}-{n}" + (f"-{key.split('-')[1]}" if "-" in key else "")
             r = run_one(f"{name} ({mode})", launcher, [*common, "--compile", mode, *extra], args.out, {**env, **env_extra},

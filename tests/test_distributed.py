@@ -75,3 +75,27 @@ def test_ddp_matches_one_process(work):
     rows = [json.loads(x) for x in (work / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4  # 2 folds x 2 epochs, written once (by the main process)
     assert all(r["samples_per_s"] > 0 for r in rows)
+
+
+GPU_ARGS = ["--folds", "2", "--epochs", "6", "--batch-size", "8", "--lr", "1e-3", "--dropout", "0",
+            "--max-length", "64", "--no-progress", "--save-every", "-1", "--device", "cuda",
+            "--precision", "fp32", "--compile", "graphs"]
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs")
+def test_ddp_with_graphs_on_two_gpus(work):
+    """NCCL DDP with the all-reduce captured in the step graphs trains like one GPU with graphs."""
+    env = {**os.environ, "NVIDIA_TF32_OVERRIDE": "0"}
+    base = ["--train", str(work / "train.csv"), "--model", str(work / "tinybert"), *GPU_ARGS]
+    one = subprocess.run([shutil.which("rekit") or "rekit", "train", *base, "--output", str(work / "gpu1")],
+                         capture_output=True, text=True, env={**env, "CUDA_VISIBLE_DEVICES": "0"}, timeout=600, check=False)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    two = subprocess.run(["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "rekit.cli", "train", *base,
+                          "--parallel", "ddp", "--output", str(work / "gpu2")],
+                         capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    rows = [json.loads(x) for x in (work / "gpu2" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step_graphs"]["replays"] > 0  # steps ran as graph replays, all-reduce included
+    _, probs_a = oof(work / "gpu1")
+    _, probs_b = oof(work / "gpu2")
+    np.testing.assert_allclose(probs_a, probs_b, atol=5e-3)

@@ -112,6 +112,32 @@ def test_collator_pads_dynamically(tokenizer):
     assert (batch["input_ids"][0, f.lengths()[0]:] == tokenizer.pad_token_id).all()
 
 
+def test_ddp_shares_of_a_step_are_padded_alike(tokenizer):
+    """Under DDP each process collates its share of the step at the step's width, so all processes
+    run (and replay) the same shape; under always_pad a share whose rows all fill the width widens
+    every share."""
+    from rekit.training.distributed import Dist
+
+    sents = ["가 사람 회사", "가 나 다 라 마 바 사 아 사람 회사", "나 사람 회사", "가 나 다 라 마 바 사 아 사람 회사"]
+    rs = [record(s, "사람", "회사", "no_relation") for s in sents]
+    f = REEncoder(tokenizer, "typed_entity_marker_punct", 64).encode(rs, LabelMap.builtin("klue-re"))
+    n = f.lengths()
+    assert n[0] < n[1] == n[3] and n[2] < n[1]
+    step = [0, 1, 2, 3]
+    shards = Dist(0, 2, 0, "ddp").shards(step)
+    assert shards == [[0, 2], [1, 3]] and shards[1] == Dist(1, 2, 0, "ddp").shard(step)
+    col = Collator(f, tokenizer.pad_token_id, multiple_of=1)
+    width = col.width(shards)
+    assert width == n[1]
+    assert {col(s, width=width)["input_ids"].shape for s in shards} == {(2, width)}
+    assert col(shards[0])["input_ids"].shape[1] < width  # on its own the short share is narrower
+    # always_pad: share [1, 3] fills the width exactly, so both shares get one more position.
+    padded = Collator(f, tokenizer.pad_token_id, multiple_of=1, always_pad=True)
+    assert padded.width(shards) == width + 1
+    assert padded.width([[0, 1]]) == width  # row 0 leaves padding: no extra position
+    assert Dist().shards(step) == [step]
+
+
 def test_always_pad_leaves_a_padded_position_in_every_batch(tokenizer):
     rs = [record("가 사람 회사", "사람", "회사", "no_relation"), record("나 사람 회사", "사람", "회사", "per:title")]
     f = REEncoder(tokenizer, "typed_entity_marker_punct", 64).encode(rs, LabelMap.builtin("klue-re"))

@@ -32,12 +32,11 @@ def test_auto_is_graphs_on_cuda_and_eager_on_cpu():
 
 
 def test_graphs_are_refused_where_they_cannot_run():
-    assert "CUDA" in graphs.usable(CPU, 1, False, None)
-    assert "--grad-accum" in graphs.usable(CUDA, 2, False, torch.bfloat16)
-    assert "DDP" in graphs.usable(CUDA, 1, True, torch.bfloat16)
-    assert "fp16" in graphs.usable(CUDA, 1, False, torch.float16)
-    assert graphs.usable(CUDA, 1, False, torch.bfloat16) is None
-    assert graphs.usable(CUDA, 1, False, None) is None
+    assert "CUDA" in graphs.usable(CPU, 1, None)
+    assert "--grad-accum" in graphs.usable(CUDA, 2, torch.bfloat16)
+    assert "fp16" in graphs.usable(CUDA, 1, torch.float16)
+    assert graphs.usable(CUDA, 1, torch.bfloat16) is None
+    assert graphs.usable(CUDA, 1, None) is None
 
 
 def test_saved_learning_rates_are_plain_floats():
@@ -77,14 +76,15 @@ def data():
     return lm, tok, REEncoder(tok, cfg.model.marker, cfg.model.max_length).encode(train, lm)
 
 
-def _train(data, tmp_path, name, **kw):
+def _train(data, tmp_path, name, dist=None, **kw):
     lm, tok, feats = data
     base = {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_size": 1500, "max_length": 96,
             "lr": 1e-3, "batch_size": 16, "epochs": 3, "progress": False, "dropout": 0.0, "precision": "fp32"}
     cfg = RunConfig.from_dict({}, {**base, **kw})
     seed_everything(0)
     model = build_model(cfg.model, tok, lm)
-    result = fit(model, tok, lm, feats, feats.subset(range(64)), cfg.train, tmp_path / name, seed=0, device=CUDA)
+    result = fit(model, tok, lm, feats, feats.subset(range(64)), cfg.train, tmp_path / name, seed=0, device=CUDA,
+                 dist=dist)
     return model, result
 
 
@@ -202,6 +202,44 @@ def test_graphs_inductor_trains(data, tmp_path):
     _, r = _train(data, tmp_path, "inductor", compile="graphs-inductor", precision="bf16", dropout=0.1, epochs=2)
     assert r.timing["replays"] > 0
     assert r.history[-1]["train_loss"] < r.history[0]["train_loss"]
+
+
+@needs_cuda
+def test_graphs_hold_the_ddp_all_reduce(data, tmp_path, monkeypatch):
+    """DDP inside the step graphs (the all-reduce is captured with the step). This host may have one
+    GPU, so it runs a one-process NCCL group, made to count as DDP: DDP's hooks, buckets and
+    all-reduce all run, captured and replayed. Same batches, no dropout, fp32: it trains like one
+    process without DDP. (Two GPUs: test_distributed.py, test_ddp_with_graphs_on_two_gpus.)"""
+    import socket
+    import warnings
+
+    import torch.distributed as td
+
+    from rekit.training import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setattr(distributed.Dist, "active", property(lambda self: True))
+    torch.backends.cuda.matmul.allow_tf32 = False
+    td.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", 0))
+    try:
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            model, r_ddp = _train(data, tmp_path, "ddp", dist=distributed.Dist(0, 1, 0, "ddp"), compile="graphs")
+    finally:
+        td.destroy_process_group()
+    # DDP is built on the stream the steps run on: no gradient crosses streams.
+    assert not [w for w in said if "AccumulateGrad node's stream" in str(w.message)]
+    one, r_one = _train(data, tmp_path, "one", compile="graphs")
+    stats = r_ddp.timing
+    assert stats["eager_steps"] >= graphs.DDP_MIN_EAGER and stats["graphs"] >= 2 and stats["replays"] > 20
+    for a, b in zip(r_one.history, r_ddp.history):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-3, abs=1e-4)
+    for (k, a), b in zip(one.state_dict().items(), model.state_dict().values()):
+        torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-3, msg=k)
 
 
 def test_all_positions_loss_equals_the_masked_positions_loss():

@@ -49,12 +49,21 @@ class Collator:
     def __init__(self, feats: Features, pad_id: int, multiple_of: int = 1, always_pad: bool = False):
         self.feats, self.pad_id, self.multiple_of, self.always_pad = feats, pad_id, multiple_of, always_pad
 
-    def __call__(self, idx: list[int]) -> dict[str, torch.Tensor]:
-        f = self.feats
-        longest = max(len(f.input_ids[i]) for i in idx)
-        width = -(-longest // self.multiple_of) * self.multiple_of
-        if self.always_pad and all(len(f.input_ids[i]) == width for i in idx):
+    def width(self, groups: list[list[int]]) -> int:
+        """The padded width that fits every group: the longest example rounded up to the multiple,
+        one multiple more under always_pad if any group's rows would all fill it."""
+        lens = [[len(self.feats.input_ids[i]) for i in g] for g in groups]
+        width = -(-max(max(g) for g in lens) // self.multiple_of) * self.multiple_of
+        if self.always_pad and any(all(n == width for n in g) for g in lens):
             width += self.multiple_of
+        return width
+
+    def __call__(self, idx: list[int], width: int | None = None) -> dict[str, torch.Tensor]:
+        """The batch of these examples, padded to `width` (one that fits them, from `width()`) or to
+        their own padded width. DDP pads every process's share of a step to the step's width, so all
+        processes run the same shapes (and replay the same CUDA graph) together."""
+        f = self.feats
+        width = width or self.width([idx])
         ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(idx), width), dtype=torch.long)
         types = torch.zeros((len(idx), width), dtype=torch.long) if f.token_type_ids is not None else None

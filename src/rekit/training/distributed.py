@@ -57,6 +57,10 @@ class Dist:
         """This rank's part of one optimizer step's examples (ddp); everything otherwise."""
         return idx[self.rank :: self.world] if self.mode == "ddp" else idx
 
+    def shards(self, idx: list[int]) -> list[list[int]]:
+        """Every rank's part of one step's examples (ddp): what all ranks must pad alike."""
+        return [idx[r :: self.world] for r in range(self.world)] if self.mode == "ddp" else [idx]
+
 
 def from_env(parallel: str, device_name: str) -> tuple[Dist, str]:
     """Read torchrun's environment; init the process group; return (Dist, device name to use)."""

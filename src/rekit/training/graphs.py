@@ -20,8 +20,22 @@ Graphs share one memory pool: they never run concurrently and each replay recomp
 it reads except its inputs, the weights and the optimizer state (allocated outside the pool).
 The only output read after a replay, the loss, is consumed before the next replay.
 
-Not used (the loop runs eagerly instead) with gradient accumulation, DDP, fp16 loss scaling
-or on a CPU; `usable()` says why.
+Under DDP (several processes, one GPU each) the graph also holds DDP's gradient all-reduces,
+overlapped with the backward as in eager steps. What that needs, following PyTorch's notes on
+CUDA graphs with DDP:
+- every process captures and replays the same shapes at the same steps: the loop pads each
+  process's share of a step to the step's width and runs steps that do not split evenly eagerly;
+  every decision here (capture, replay, eager) depends only on the shapes, so all processes agree;
+- DDP runs at least `min_eager` (11) eager steps before the first capture: its bucket rebuild and
+  its first iterations' timing statistics happen then;
+- DDP keeps the autograd nodes that accumulate gradients, and each runs on the stream that was
+  current when DDP was built. So DDP is built, and every step (eager, warm-up and capture) runs,
+  on one non-default stream (`stream`, from loop.py), and no gradient crosses streams;
+- DDP's later timing samples (every 100th iteration by default) are turned off, so none falls on
+  a capture.
+
+Not used (the loop runs eagerly instead) with gradient accumulation, fp16 loss scaling or on a
+CPU; `usable()` says why.
 """
 
 from __future__ import annotations
@@ -35,15 +49,15 @@ from rekit.errors import RekitError
 from rekit.runtime import autocast
 from rekit.training.optim import clip_and_step
 
+DDP_MIN_EAGER = 11  # PyTorch's notes: at least 11 DDP-enabled eager iterations before a capture
 
-def usable(device: torch.device, accum: int, ddp: bool, amp_dtype) -> str | None:
+
+def usable(device: torch.device, accum: int, amp_dtype) -> str | None:
     """None if whole-step graphs can run here, else the reason they cannot."""
     if device.type != "cuda":
         return "CUDA graphs need a CUDA device"
     if accum != 1:
         return "gradient accumulation (--grad-accum > 1) runs eagerly"
-    if ddp:
-        return "DDP all-reduces run eagerly"
     if amp_dtype == torch.float16:
         return "fp16 loss scaling runs eagerly (use --precision bf16)"
     return None
@@ -66,10 +80,13 @@ class StepGraphs:
     then captured before the next step of that shape)."""
 
     def __init__(self, forward, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                 amp_dtype, max_grad_norm: float, max_graphs: int = 64):
+                 amp_dtype, max_grad_norm: float, max_graphs: int = 64, min_eager: int = 1,
+                 stream: torch.cuda.Stream | None = None):
         self.forward, self.optimizer = forward, optimizer
         self.params = [q for q in model.parameters() if q.requires_grad]  # what clipping sees
         self.amp_dtype, self.max_grad_norm, self.max_graphs = amp_dtype, max_grad_norm, max_graphs
+        self.min_eager = min_eager  # eager steps before the first capture (1: the optimizer's state exists)
+        self.stream = stream  # where steps run and are captured (DDP); None: warm up on a side stream
         self.graphs: dict[tuple, _Graph] = {}
         self.pending: set[tuple] = set()  # shapes seen once: captured when seen again
         self.pool = None
@@ -89,7 +106,8 @@ class StepGraphs:
         if g is None:
             # Capture on the second sighting: a shape seen once (a rare long batch) never pays for a
             # capture, and the optimizer has its state by then (the first step is always eager).
-            if key not in self.pending or len(self.graphs) >= self.max_graphs or not self.optimizer.state:
+            if (key not in self.pending or len(self.graphs) >= self.max_graphs or not self.optimizer.state
+                    or self.eager_steps < self.min_eager):
                 self.pending.add(key)
                 self.eager_steps += 1
                 return None
@@ -121,9 +139,9 @@ class StepGraphs:
             if not isinstance(group["lr"], torch.Tensor):  # a float would be frozen into the graph
                 group["lr"] = torch.tensor(float(group["lr"]), device=self.params[0].device)
         inputs = {k: v.clone() for k, v in batch.items()}
-        # Warm up this shape on a side stream (library workspaces, lazy inits), forward and backward
-        # only: the weights and the optimizer state are not touched.
-        side = torch.cuda.Stream()
+        # Warm up this shape off the default stream (library workspaces, lazy inits), forward and
+        # backward only: the weights and the optimizer state are not touched.
+        side = self.stream or torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
             self.optimizer.zero_grad(set_to_none=True)
@@ -131,7 +149,7 @@ class StepGraphs:
             self.optimizer.zero_grad(set_to_none=True)  # the capture must create the gradients itself
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
+        with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
             loss = self._fwd_bwd(inputs).detach()
             clip_and_step(self.optimizer, self.params, self.max_grad_norm)
         if self.pool is None:

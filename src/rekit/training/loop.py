@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from rekit.config import TrainConfig
 from rekit.data.labels import LabelMap
-from rekit.encoding.collate import Collator, bucket_batches, iterate
+from rekit.encoding.collate import Collator, bucket_batches, iterate, to_device
 from rekit.encoding.tokenize import Features
 from rekit.errors import ConfigError, RekitError
 from rekit.metrics import evaluate
@@ -129,6 +129,19 @@ def host_lr(state: dict) -> dict:
     return state
 
 
+def wrap_ddp(model: torch.nn.Module, device: torch.device, graphed: bool) -> torch.nn.Module:
+    """The model under DistributedDataParallel. Its buffers (position ids) never change, so they are
+    not broadcast before every forward. For CUDA graphs (graphs.py; built on the stream the steps
+    run on) its sampled timing statistics are turned off, so none falls on a capture."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                  broadcast_buffers=False)
+    if graphed:
+        net._set_ddp_runtime_logging_sample_rate(2**31 - 1)  # prototype API; its default samples every 100th step
+    return net
+
+
 def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: Features,
         cfg: TrainConfig, fold_dir: Path, seed: int, device: torch.device,
         log: MetricsLog | None = None, desc: str = "train", callbacks=(), resume: bool = False,
@@ -155,28 +168,39 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     model.to(device).train()
     ddp = dist is not None and dist.active and dist.mode == "ddp"
     main = not ddp or dist.is_main  # this process writes the fold's files (fold-parallel: each its own)
-    net = model
-    if ddp:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     amp_dtype = autocast_dtype(cfg.precision, device)
     compile_mode = resolve_compile(cfg.compile, device)
-    why_eager = step_graphs.usable(device, cfg.grad_accum, ddp, amp_dtype) if compile_mode in GRAPH_MODES else None
+    why_eager = step_graphs.usable(device, cfg.grad_accum, amp_dtype) if compile_mode in GRAPH_MODES else None
     if why_eager:
         if cfg.compile != "auto":
             echo(f"{desc}: --compile {cfg.compile}: {why_eager}")
         compile_mode = "off"
+    graphed = compile_mode in GRAPH_MODES
+    # DDP with graphs: DDP is built, and every step runs, on one non-default stream (graphs.py).
+    stream = torch.cuda.Stream(device) if ddp and graphed else None
+
+    @contextlib.contextmanager
+    def on_stream():
+        """Run the block on `stream` (if any), after all work queued so far."""
+        if stream is None:
+            yield
+            return
+        stream.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(stream):
+            yield
+
+    with on_stream():
+        net = wrap_ddp(model, device, graphed) if ddp else model
     forward = compile_forward(net, compile_mode)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     rng = np.random.default_rng(seed)  # batch order; its state is part of the saved state
     lengths = train.lengths()
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    graphed = compile_mode in GRAPH_MODES
     optimizer = make_optimizer(model, cfg, device, capturable=graphed)
     scheduler = make_scheduler(optimizer, cfg, total_steps)
-    graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, cfg.max_grad_norm) if graphed else None
+    graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, cfg.max_grad_norm,
+                                    min_eager=step_graphs.DDP_MIN_EAGER if ddp else 1, stream=stream) if graphed else None
     collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device),
                         always_pad=always_pad(compile_mode))
     if main:
@@ -241,12 +265,22 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         return total
 
     def graph_step(step_batch: list[int]) -> torch.Tensor | None:
-        """The step as one CUDA graph replay; None when it must run eagerly (see graphs.py)."""
+        """The step as one CUDA graph replay; None when it must run eagerly (see graphs.py).
+
+        Under DDP every process pads its share to the whole step's width, so all run the same
+        shape; a step that does not split evenly (an epoch's last) runs eagerly on all of them."""
         if graphs is None or p.accum != 1:
             return None
-        batch = next(iterate(train, [step_batch], collator, device))
+        if ddp:
+            if len(step_batch) % dist.world:
+                return None
+            mine = dist.shard(step_batch)
+            batch = to_device(collator(mine, width=collator.width(dist.shards(step_batch))), device)
+        else:
+            mine = step_batch
+            batch = to_device(collator(step_batch), device)
         loss = graphs.step(batch)
-        return None if loss is None else loss.detach() * len(step_batch)
+        return None if loss is None else loss.detach() * len(mine)
 
     def eager_step(step_batch: list[int]) -> torch.Tensor:
         """Forward/backward (retrying smaller micro-batches after an OOM if asked) and the update."""
@@ -364,7 +398,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     bar = tqdm(total=total_steps, initial=p.step, desc=desc, disable=not cfg.progress, dynamic_ncols=True, leave=False)
     oom = False
     try:
-        with stop_on_signal() as stop:
+        with stop_on_signal() as stop, on_stream():
             for step_batch in step_batches() if result.stopped is None else ():
                 phase = "training"
                 train_step(step_batch)
@@ -400,6 +434,8 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         oom = True  # raised below, outside `except`, so the failed step's memory can be freed
     finally:
         bar.close()
+        if stream is not None:
+            torch.cuda.current_stream(device).wait_stream(stream)
         if graphs is not None:
             result.timing = graphs.stats()
             del graphs  # the graphs' memory pool is freed with them

@@ -153,7 +153,7 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
          f"({len(train):,} train / {len(valid):,} held-out sentences), masking {s.masking} {s.mask_prob:.0%}")
 
     model.to(device).train()
-    graphed = s.graphs and step_graphs.usable(device, 1, False, amp_dtype) is None
+    graphed = s.graphs and step_graphs.usable(device, 1, amp_dtype) is None
     optimizer = adamw(param_groups(model, s.weight_decay), s.lr, device, capturable=graphed)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     graphs = None

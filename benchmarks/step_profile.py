@@ -8,10 +8,15 @@ PyTorch's own log says whether CUDA graphs were used (TORCH_LOGS=perf_hints show
 
 A variant may carry options after "+": `+sdpa=efficient|cudnn|flash|math` forces one attention
 kernel (default: PyTorch's choice), `+clip=separate` clips with clip_grad_norm_ before the step
-instead of inside the fused AdamW (rekit's default; training/optim.py clip_and_step).
+instead of inside the fused AdamW (rekit's default; training/optim.py clip_and_step), `+ddp=1`
+wraps the model in DistributedDataParallel over a one-process NCCL group, as `rekit train
+--parallel ddp` does (training/loop.py wrap_ddp): DDP's hooks, bucket copies and its (one-rank)
+all-reduce run inside the step graphs, so the difference to the same variant without it is DDP's
+own cost per step, before any traffic between GPUs.
 
   TORCH_LOGS=perf_hints,recompiles python benchmarks/step_profile.py --out results/
   python benchmarks/step_profile.py --out results/ --variants graphs-inductor-static,graphs-inductor-static+clip=separate
+  python benchmarks/step_profile.py --out results/ --warmup 30 --variants graphs-static,graphs-static+ddp=1
   python benchmarks/step_profile.py --out /tmp/p --smoke
 """
 
@@ -38,7 +43,8 @@ from rekit.encoding.collate import Collator, iterate  # noqa: E402
 from rekit.encoding.tokenize import Features  # noqa: E402
 from rekit.runtime import autocast  # noqa: E402
 from rekit.training import graphs as graphs_module  # noqa: E402
-from rekit.training.graphs import StepGraphs  # noqa: E402
+from rekit.training.graphs import DDP_MIN_EAGER, StepGraphs  # noqa: E402
+from rekit.training.loop import wrap_ddp  # noqa: E402
 from rekit.training.optim import clip_and_step, make_optimizer, make_scheduler  # noqa: E402
 from rekit.training.step import GRAPH_MODES, always_pad, compile_forward  # noqa: E402
 
@@ -90,10 +96,33 @@ def run_variant(name, args, config, device, compile_mode, lengths, opts=None):
     if patch:
         graphs_module.clip_and_step = separate_clip_and_step
     try:
-        with sdpa_context(opts.get("sdpa")):
+        with sdpa_context(opts.get("sdpa")), one_process_group(opts.get("ddp") == "1"):
             return _run_variant(name, args, config, device, compile_mode, lengths, opts)
     finally:
         graphs_module.clip_and_step = clip_and_step
+
+
+@contextlib.contextmanager
+def one_process_group(on: bool):
+    """A one-process process group (NCCL on a GPU, gloo on a CPU) for the `+ddp=1` variants."""
+    if not on:
+        yield
+        return
+    import os
+    import socket
+
+    import torch.distributed as dist
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(s.getsockname()[1]))
+    cuda = torch.cuda.is_available()
+    dist.init_process_group("nccl" if cuda else "gloo", rank=0, world_size=1,
+                            device_id=torch.device("cuda", 0) if cuda else None)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
 
 
 def _run_variant(name, args, config, device, compile_mode, lengths, opts):
@@ -102,9 +131,15 @@ def _run_variant(name, args, config, device, compile_mode, lengths, opts):
     graphed = compile_mode in GRAPH_MODES and device.type == "cuda"
     opt = make_optimizer(model, cfg, device, capturable=graphed)
     sched = make_scheduler(opt, cfg, 10_000)
-    forward = compile_forward(model, compile_mode if device.type == "cuda" else "off")
+    ddp = opts.get("ddp") == "1"
+    # DDP with graphs: built on, and every step run on, one non-default stream (as in loop.py).
+    run_stream = torch.cuda.Stream(device) if ddp and graphed else None
+    with torch.cuda.stream(run_stream) if run_stream is not None else contextlib.nullcontext():
+        net = wrap_ddp(model, device, graphed) if ddp else model
+    forward = compile_forward(net, compile_mode if device.type == "cuda" else "off")
     amp = torch.bfloat16 if device.type == "cuda" else None
-    graphs = StepGraphs(forward, model, opt, amp, 1.0) if graphed else None
+    graphs = StepGraphs(forward, model, opt, amp, 1.0, min_eager=DDP_MIN_EAGER if ddp else 1,
+                        stream=run_stream) if graphed else None
     n_steps = args.warmup + args.steps
     feats = synthetic(n_steps * args.batch_size, lengths)
     batches = [list(range(i * args.batch_size, (i + 1) * args.batch_size)) for i in range(n_steps)]
@@ -132,8 +167,9 @@ def _run_variant(name, args, config, device, compile_mode, lengths, opts):
     def timed(n: int) -> float:
         """Seconds for n steps, synchronised."""
         t0 = time.perf_counter()
-        for _ in range(n):
-            step()
+        with torch.cuda.stream(run_stream) if run_stream is not None else contextlib.nullcontext():
+            for _ in range(n):
+                step()
         if device.type == "cuda":
             torch.cuda.synchronize()
         return time.perf_counter() - t0
@@ -171,7 +207,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.smoke:
         args.shape, args.steps, args.warmup = "tiny", 3, 2
-        args.variants = "eager-static,eager-varied,graphs-static,eager-static+sdpa=math+clip=separate"
+        args.variants = "eager-static,eager-varied,graphs-static,eager-static+sdpa=math+clip=separate,eager-static+ddp=1"
     args.max_length = 256
     args.out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

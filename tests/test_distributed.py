@@ -1,10 +1,15 @@
 """Several processes through torchrun (gloo on CPU here; NCCL on GPUs): fold-parallel and DDP
 give the same results as one process."""
 
+import contextlib
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -75,6 +80,57 @@ def test_ddp_matches_one_process(work):
     rows = [json.loads(x) for x in (work / "ddp" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 4  # 2 folds x 2 epochs, written once (by the main process)
     assert all(r["samples_per_s"] > 0 for r in rows)
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            with contextlib.suppress(OSError):
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    kids.append(int(d.name))
+    return kids
+
+
+def _rank_of(pid: int) -> int | None:
+    with contextlib.suppress(OSError):
+        for item in (Path("/proc") / str(pid) / "environ").read_bytes().split(b"\0"):
+            if item.startswith(b"RANK="):
+                return int(item[5:])
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers through /proc")
+def test_ddp_processes_stop_together_when_one_is_signalled(work):
+    """A Ctrl-C finds DDP processes at different steps (each host runs ahead of its GPU by its own
+    margin). Here only rank 1 gets SIGINT: both must stop at the same step, and rank 0, which
+    writes the files, must save the training state. (Before, rank 1 stopped alone and rank 0 died
+    waiting for it in the next all-reduce, with nothing saved.)"""
+    out = work / "ddp-sig"
+    cmd = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "rekit.cli", "train",
+           "--train", str(work / "train.csv"), "--model", str(work / "tinybert"), "--output", str(out),
+           "--parallel", "ddp", "--folds", "2", "--epochs", "500", "--batch-size", "8", "--max-length", "64",
+           "--no-progress"]
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").exists() and time.time() < deadline and p.poll() is None:
+            time.sleep(0.2)  # the first evaluation (an epoch's end) is written: training is under way
+        workers = {_rank_of(c): c for c in _children(p.pid)}
+        assert 1 in workers, f"no rank-1 worker among {workers}"
+        os.kill(workers[1], signal.SIGINT)
+        text, _ = p.communicate(timeout=120)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+    assert p.returncode != 0
+    steps = re.findall(r"interrupted \(stopped by (SIGINT|a signal to another process) at step (\d+)/", text)
+    assert {who for who, _ in steps} == {"SIGINT", "a signal to another process"}, text[-3000:]
+    assert len({n for _, n in steps}) == 1  # the same step on both
+    state = json.loads((out / "state.json").read_text())
+    assert state["status"] == "interrupted"
+    assert (out / "fold-0" / f"train_state-{int(steps[0][1]):08d}.safetensors").exists()
 
 
 GPU_ARGS = ["--folds", "2", "--epochs", "6", "--batch-size", "8", "--lr", "1e-3", "--dropout", "0",

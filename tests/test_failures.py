@@ -7,6 +7,7 @@ Runtime: about 25 s on 2 CPU cores.
 import json
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -237,6 +238,22 @@ def test_real_cuda_out_of_memory_while_predicting_is_survived(setup):
 
 
 # -- Ctrl-C --------------------------------------------------------------------------------------
+def test_a_repeated_signal_is_one_request_a_later_one_aborts(monkeypatch):
+    """Under torchrun one Ctrl-C reaches a worker twice (terminal, then launcher): still one request
+    to stop at the step boundary. A second press, later, aborts at once."""
+    from rekit.training import interrupts
+
+    monkeypatch.setattr(interrupts, "REPEAT_GRACE_S", 0.3)
+    with interrupts.stop_on_signal() as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGTERM)  # at once: the same request
+        assert stop == ["SIGINT"]
+        time.sleep(0.4)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the handler runs between bytecodes of this thread
+
+
 def test_ctrl_c_stops_at_the_step_boundary_with_the_state_saved(setup, monkeypatch, tmp_path):
     def misbehave(call, batch, out):
         if out is None and call == 3:  # during the 3rd step's forward pass

@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 import threading
+import time
 
 import torch
 
@@ -49,18 +50,28 @@ def release_cuda_memory(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
+REPEAT_GRACE_S = 1.0  # a second signal sooner than this after the first is the same request
+
+
 @contextlib.contextmanager
 def stop_on_signal():
     """While training: the first Ctrl-C (or SIGTERM, e.g. a scheduler's preemption) asks the loop to
-    stop at the next step boundary, saving its state; a second one aborts at once."""
+    stop at the next step boundary, saving its state; a second one, a second or more later, aborts
+    at once. (Under torchrun one Ctrl-C reaches each worker twice, from the terminal and from the
+    launcher; the repeat is not a second press.)"""
     requested: list[str] = []
     if threading.current_thread() is not threading.main_thread():  # signals only reach the main thread
         yield requested
         return
 
+    first = [0.0]
+
     def handler(signum, frame):
         if requested:
+            if time.monotonic() - first[0] < REPEAT_GRACE_S:
+                return  # the same request: torchrun passes the terminal's Ctrl-C on to its workers, which got it too
             raise KeyboardInterrupt
+        first[0] = time.monotonic()
         requested.append(signal.Signals(signum).name)
         sys.stderr.write(f"\nrekit: {requested[0]}: stopping after this step and saving the training state "
                          "(Ctrl-C again to abort now)\n")

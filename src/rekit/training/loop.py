@@ -55,6 +55,7 @@ from rekit.training.step import (
 )
 
 LOWER_IS_BETTER = {"loss"}
+STOP_CHECK_EVERY = 25  # DDP: steps between the processes' agreements on whether a signal stops them
 
 
 @dataclass
@@ -390,6 +391,19 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
             "result": {f.name: getattr(result, f.name) for f in fields(result)}})
         saved_at = p.step
 
+    def halt(last: bool = False) -> str | None:
+        """The signal to stop on now, if any. Under DDP the processes agree on it, every
+        STOP_CHECK_EVERY steps and after the last: each process's host runs ahead of its GPU by its
+        own margin, so one Ctrl-C finds them at different steps, and a process that stopped alone
+        would leave the others waiting in an all-reduce (the main one, unsaved)."""
+        if not ddp:
+            return stop[0] if stop else None
+        if not last and p.step % STOP_CHECK_EVERY:
+            return None
+        if not dist.any(bool(stop), device):
+            return None
+        return stop[0] if stop else "a signal to another process"
+
     def interrupted(signame: str) -> TrainingInterrupted:
         if stateful and saved_at != p.step:
             save_state()
@@ -407,8 +421,9 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
                 bar.update(1)
                 epoch_end = p.step % steps_per_epoch == 0
                 do_eval = epoch_end or (cfg.eval_every and p.step % cfg.eval_every == 0)
-                do_save = stateful and (epoch_end or (cfg.save_every > 0 and p.step % cfg.save_every == 0) or stop)
-                if not (do_eval or do_save or stop):
+                halted = halt()
+                do_save = stateful and (epoch_end or (cfg.save_every > 0 and p.step % cfg.save_every == 0) or halted)
+                if not (do_eval or do_save or halted):
                     continue  # the hot path: no host sync
                 if not math.isfinite(global_loss() if ddp else loss_sum.item()):  # one host sync per check point
                     stop_nonfinite()
@@ -424,13 +439,14 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
                     save_state()  # first the state, then the new best's weights (see the resume above)
                 if improved and main:
                     model.save_weights(fold_dir)
-                if stop:
-                    raise interrupted(stop[0])
+                if halted:
+                    raise interrupted(halted)
                 if result.stopped:
                     break
                 seg.update(t=time.perf_counter(), samples=0, tokens=0)  # evaluation and saving are not training time
-            if stop:  # arrived during the fold's last step
-                raise interrupted(stop[0])
+            halted = halt(last=True)  # arrived during the fold's last steps
+            if halted:
+                raise interrupted(halted)
     except torch.cuda.OutOfMemoryError:
         oom = True  # raised below, outside `except`, so the failed step's memory can be freed
     finally:

@@ -237,6 +237,37 @@ def test_real_cuda_out_of_memory_while_predicting_is_survived(setup):
     np.testing.assert_allclose(probs, reference, atol=2e-4)
 
 
+def test_oom_under_ddp_stops_instead_of_retrying(setup, monkeypatch, tmp_path):
+    """Under DDP a retry on one process would split its steps unlike the others' and pair its
+    all-reduces with the wrong ones: --oom-retry is off there, and the error says what fits.
+    (A one-process gloo group counts as DDP here.)"""
+    import socket
+
+    import torch.distributed as td
+
+    from rekit.training import distributed
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    monkeypatch.setattr(distributed.Dist, "active", property(lambda self: True))
+    patch_forward(monkeypatch, oom_above(4))
+    lm, tok, train, valid = setup
+    c = cfg_of(oom_retry=True, epochs=1)
+    said = []
+    td.init_process_group("gloo", rank=0, world_size=1)
+    try:
+        with pytest.raises(OutOfMemory, match=r"at step 1 .*To fit: --grad-accum 2 \(micro-batch 8") as e:
+            fit(build_model(c.model, tok, lm), tok, lm, train, valid, c.train, tmp_path, seed=0, device=CPU,
+                echo=said.append, dist=distributed.Dist(0, 1, 0, "ddp"))
+    finally:
+        td.destroy_process_group()
+    assert "--oom-retry halves" not in str(e.value)
+    assert any("--oom-retry is off under --parallel ddp" in m for m in said)
+
+
 # -- Ctrl-C --------------------------------------------------------------------------------------
 def test_a_repeated_signal_is_one_request_a_later_one_aborts(monkeypatch):
     """Under torchrun one Ctrl-C reaches a worker twice (terminal, then launcher): still one request

@@ -112,7 +112,7 @@ class TrainConfig:
     save_every: int = _f(0, "also save the resumable training state every N optimizer steps (0 = at each epoch "
                          "end and each new best only; -1 = never, no resume); continue with --resume RUN_DIR")
     oom_retry: bool = _f(False, "on CUDA out-of-memory, retry the step with half the micro-batch and twice the "
-                         "--grad-accum (same effective batch)")
+                         "--grad-accum (same effective batch); off under --parallel ddp")
     seed: int = _f(42, "random seed (folds, init, shuffling)")
     deterministic: bool = _f(False, "deterministic kernels (slower; bit-identical reruns on CPU)")
     device: str = _f("auto", "auto, cpu, cuda, cuda:1, ...")

@@ -28,8 +28,9 @@ class NonFiniteLoss(RekitError):
     """The loss became NaN/inf before there was any checkpoint to keep."""
 
 
-def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> str:
-    """What would fit after a CUDA OOM in the forward/backward pass, as flags to pass."""
+def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int, can_retry: bool = True) -> str:
+    """What would fit after a CUDA OOM in the forward/backward pass, as flags to pass (and
+    --oom-retry where it could run: not under DDP)."""
     micro = -(-cfg.batch_size // accum)
     fits = [a for a in range(2 * accum, cfg.batch_size + 1) if cfg.batch_size % a == 0]
     options = []
@@ -40,7 +41,7 @@ def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int) -> s
         options.append(f"--batch-size {cfg.batch_size // 2}")
     if max_length > 16:
         options.append(f"--max-length {max(16, max_length // 2)}")
-    retry = "" if cfg.oom_retry else "; --oom-retry halves the micro-batch by itself"
+    retry = "" if cfg.oom_retry or not can_retry else "; --oom-retry halves the micro-batch by itself"
     return (f"micro-batch of {micro} examples up to {longest} tokens (--batch-size {cfg.batch_size}, "
             f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")
 

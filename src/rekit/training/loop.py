@@ -194,6 +194,12 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     with on_stream():
         net = wrap_ddp(model, device, graphed) if ddp else model
     forward = compile_forward(net, compile_mode)
+    # Under DDP one process's out-of-memory retry would split its steps differently from the others'
+    # (their all-reduces would no longer pair up): the OOM stops the run, with advice, instead.
+    oom_retry = cfg.oom_retry and not ddp
+    if cfg.oom_retry and ddp:
+        echo(f"{desc}: --oom-retry is off under --parallel ddp (every process must split its steps alike); "
+             "an out-of-memory error stops the run and says which --grad-accum would fit")
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     rng = np.random.default_rng(seed)  # batch order; its state is part of the saved state
     lengths = train.lengths()
@@ -296,8 +302,8 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
             optimizer.zero_grad(set_to_none=True)  # drop the partial step
             release_cuda_memory(device)
             longest = max(lengths[i] for i in step_batch)
-            advice = oom_advice(cfg, p.accum, longest, model.spec.max_length)
-            if not cfg.oom_retry or -(-len(step_batch) // p.accum) == 1:
+            advice = oom_advice(cfg, p.accum, longest, model.spec.max_length, can_retry=not ddp)
+            if not oom_retry or -(-len(step_batch) // p.accum) == 1:
                 raise OutOfMemory(f"{desc}: CUDA ran out of memory at step {p.step + 1} with a {advice}")
             p.accum *= 2
             note = (f"CUDA out of memory at step {p.step + 1}: continued with --grad-accum {p.accum} "

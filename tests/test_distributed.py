@@ -69,7 +69,9 @@ def test_fold_parallel_matches_one_process(work):
 
 
 def test_ddp_matches_one_process(work):
-    torchrun(work, work / "ddp", "ddp")
+    p = torchrun(work, work / "ddp", "ddp")
+    assert p.stdout.count("next: rekit predict") == 1  # the main process's closing lines only
+    assert "Warning" not in p.stderr  # e.g. a deprecated DDP argument
     par = json.loads((work / "ddp" / "summary.json").read_text())
     assert par["status"] == "finished" and par["processes"]["parallel"] == "ddp"
     _, probs_a = oof(work / "single")
@@ -125,9 +127,9 @@ def test_ddp_processes_stop_together_when_one_is_signalled(work):
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
     assert p.returncode != 0
-    steps = re.findall(r"interrupted \(stopped by (SIGINT|a signal to another process) at step (\d+)/", text)
-    assert {who for who, _ in steps} == {"SIGINT", "a signal to another process"}, text[-3000:]
-    assert len({n for _, n in steps}) == 1  # the same step on both
+    # Only the main process speaks; it stopped on rank 1's signal, and saved the state at that step.
+    steps = re.findall(r"interrupted \(stopped by (.+?) at step (\d+)/", text)
+    assert steps == [("a signal to another process", steps[0][1])], text[-3000:]
     state = json.loads((out / "state.json").read_text())
     assert state["status"] == "interrupted"
     assert (out / "fold-0" / f"train_state-{int(steps[0][1]):08d}.safetensors").exists()

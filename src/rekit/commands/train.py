@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -48,14 +49,19 @@ def run(args) -> int:
     from rekit.training.cv import train_cv
 
     out = Path(cfg.train.output or "")
+    worker = int(os.environ.get("RANK") or 0) > 0  # a torchrun process other than the main one: it stays quiet
     try:
         summary = train_cv(cfg, resume=bool(args.resume))
     except KeyboardInterrupt as e:
+        if worker:
+            return 130
         if cfg.train.output and (out / "config.yaml").is_file():
             why = f" ({e})" if str(e) else ""
             print(f"rekit: interrupted{why}. Continue with: rekit train --resume {out}", file=sys.stderr)
             return 130
         raise
+    if worker:
+        return 0
     print(f"run directory: {out}")
     print(f"  fold models:   {out}/fold-*/  (weights, tokenizer, labels.json)")
     if summary.get("status") == "finished":

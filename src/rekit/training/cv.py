@@ -130,10 +130,12 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
 
 
 def _train_worker(cfg: RunConfig, dist, device_name: str, echo, callbacks, resume: bool) -> dict:
-    """A non-main torchrun process: its folds (or its share of every fold), no run-level files."""
+    """A non-main torchrun process: its folds (or its share of every fold), no run-level files. In
+    fold-parallel mode it reports its own folds; under DDP the main process speaks for all."""
     dist.barrier()  # wait for the main process to create (or reopen) the run directory
     try:
-        return _train(cfg, Path(cfg.train.output), lambda *a, **k: None, callbacks, resume, dist, device_name)
+        return _train(cfg, Path(cfg.train.output), echo if dist.mode == "folds" else quiet, callbacks, resume,
+                      dist, device_name)
     finally:
         distributed.shutdown(dist)
 
@@ -185,16 +187,21 @@ def run_tokenizer(cfg: RunConfig, run: Path, records: list[Record], resume: bool
     return load_tokenizer(cfg.model, tokenizer_corpus(records, cfg), types)
 
 
+def quiet(*args, **kwargs) -> None:
+    """The echo of a process that has nothing to report."""
+
+
 def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
            dist: distributed.Dist | None = None, device_name: str | None = None,
            records: list[Record] | None = None) -> dict:
     t, m = cfg.train, cfg.model
     dist = dist or distributed.Dist()
+    say = echo if dist.is_main else quiet  # run-level news, said once; `echo` is for this process's folds
     start = time.time()
     if dist.is_main:
         check_same_data(cfg, run, resume)
     if records is None:
-        records = read_training_data(cfg, echo)
+        records = read_training_data(cfg, say)
     label_map = resolve_label_map(cfg, [r.label for r in records])
     if resume and (run / "labels.json").is_file() and LabelMap.load(run / "labels.json").labels != label_map.labels:
         raise ConfigError(f"the label set no longer matches {run / 'labels.json'}; start a new run")
@@ -206,11 +213,11 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
     tokenizer = shared_tokenizer(cfg, run, records, resume, dist)
     encoder = REEncoder(tokenizer, m.marker, m.max_length, m.first_segment)
     feats = encoder.encode(records, label_map)
-    echo(f"encoded {len(feats):,} examples ({m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
+    say(f"encoded {len(feats):,} examples ({m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
 
     folds = make_folds([r.label for r in records], t.folds, t.split, t.valid_ratio, t.seed)
     if folds.rare:
-        echo(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
+        say(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
              f"and are never validated: {', '.join(f'{k} ({v})' for k, v in folds.rare.items())}")
     todo = t.only_folds or list(range(len(folds.splits)))
     done = set(rundir.folds_done(run))

@@ -425,7 +425,9 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         saved_note = "the training state is saved" if stateful else "no training state (--save-every -1)"
         return TrainingInterrupted(f"stopped by {signame} at step {p.step}/{total_steps} of {desc}; {saved_note}")
 
-    bar = tqdm(total=total_steps, initial=p.step, desc=desc, disable=not cfg.progress, dynamic_ncols=True, leave=False)
+    # DDP: the main process's bar stands for all; fold-parallel: one line per process.
+    bar = tqdm(total=total_steps, initial=p.step, desc=desc, disable=not cfg.progress or not main, dynamic_ncols=True,
+               leave=False, position=dist.rank if dist is not None and dist.active and dist.mode == "folds" else None)
     oom = False
     try:
         with stop_on_signal() as stop, on_stream():

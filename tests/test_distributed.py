@@ -159,3 +159,35 @@ def test_ddp_with_graphs_on_two_gpus(work):
     _, probs_a = oof(work / "gpu1")
     _, probs_b = oof(work / "gpu2")
     np.testing.assert_allclose(probs_a, probs_b, atol=5e-3)
+
+
+def _gather_worker(rank: int, port: int, failures):
+    import torch.distributed as td
+
+    from rekit.training.distributed import Dist
+
+    td.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    try:
+        d = Dist(rank, 2, rank, "ddp")
+        full = np.arange(7 * 3, dtype=np.float32).reshape(7, 3)  # 7 rows: shares of 4 and 3
+        mine = full[d.shard(list(range(7)))]
+        np.testing.assert_array_equal(d.gather_rows(mine, 7, torch.device("cpu")), full)
+    except Exception as e:  # noqa: BLE001 - reported to the parent
+        failures.put(f"rank {rank}: {e}")
+    finally:
+        td.destroy_process_group()
+
+
+def test_ddp_evaluation_shares_gather_back_in_order():
+    """Under DDP each process predicts every world-th validation row; gathering puts every row back
+    in its place, also when the shares are uneven."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    failures = mp.get_context("spawn").SimpleQueue()
+    mp.spawn(_gather_worker, args=(port, failures), nprocs=2)
+    assert failures.empty(), failures.get()

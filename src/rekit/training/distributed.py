@@ -17,6 +17,7 @@ import datetime
 import os
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -56,6 +57,18 @@ class Dist:
     def shard(self, idx: list[int]) -> list[int]:
         """This rank's part of one optimizer step's examples (ddp); everything otherwise."""
         return idx[self.rank :: self.world] if self.mode == "ddp" else idx
+
+    def gather_rows(self, mine: np.ndarray, n: int, device: torch.device) -> np.ndarray:
+        """All n rows on every rank, from each rank's `shard(range(n))` rows (ddp evaluation)."""
+        width = -(-n // self.world)
+        buf = torch.zeros((width, *mine.shape[1:]), dtype=torch.from_numpy(mine[:0]).dtype, device=device)
+        buf[: len(mine)] = torch.from_numpy(mine).to(device)
+        parts = [torch.empty_like(buf) for _ in range(self.world)]
+        dist.all_gather(parts, buf)
+        out = np.empty((n, *mine.shape[1:]), dtype=mine.dtype)
+        for r, part in enumerate(parts):
+            out[r :: self.world] = part[: len(range(r, n, self.world))].cpu().numpy()
+        return out
 
     def shards(self, idx: list[int]) -> list[list[int]]:
         """Every rank's part of one step's examples (ddp): what all ranks must pad alike."""

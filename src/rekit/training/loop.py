@@ -111,8 +111,15 @@ def micro_batches(step_batch: list[int], accum: int) -> list[list[int]]:
 
 
 def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg: TrainConfig,
-                   device, amp_dtype, echo=None) -> tuple[dict, np.ndarray]:
-    probs = predict_proba(model, feats, pad_id, cfg.eval_batch_size, device, amp_dtype, echo=echo)
+                   device, amp_dtype, echo=None, dist=None) -> tuple[dict, np.ndarray]:
+    """Metrics and probabilities over `feats`. Under DDP (`dist`) each process predicts its share of
+    the rows and all gather the rest, so every process decides on the same, whole result."""
+    if dist is not None and dist.active and dist.mode == "ddp" and len(feats) >= dist.world:
+        mine = dist.shard(list(range(len(feats))))
+        probs = dist.gather_rows(predict_proba(model, feats.subset(mine), pad_id, cfg.eval_batch_size, device,
+                                               amp_dtype, echo=echo), len(feats), device)
+    else:
+        probs = predict_proba(model, feats, pad_id, cfg.eval_batch_size, device, amp_dtype, echo=echo)
     y = np.asarray(feats.labels)
     metrics = evaluate(y, probs, label_map)
     metrics["loss"] = float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, None))))
@@ -351,7 +358,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
         seconds = time.perf_counter() - seg["t"]
         loss_sum, p.loss_count = torch.zeros((), device=device), 0
         metrics, probs = evaluate_split(model, valid, label_map, tokenizer.pad_token_id, cfg, device, amp_dtype,
-                                        echo=lambda msg: echo(f"{desc}: evaluation: {msg}"))
+                                        echo=lambda msg: echo(f"{desc}: evaluation: {msg}"), dist=dist)
         model.train()
         if not np.isfinite(probs).all():  # finite loss but broken weights (the last update overflowed)
             stop_nonfinite()

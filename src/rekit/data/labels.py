@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from rekit.errors import DataError
@@ -73,8 +74,9 @@ class LabelMap:
     def __len__(self) -> int:
         return len(self.labels)
 
-    @property
+    @cached_property
     def label2id(self) -> dict[str, int]:
+        """Label -> id; built once (encoding looks up every row's label here)."""
         return {label: i for i, label in enumerate(self.labels)}
 
     @property

@@ -46,7 +46,7 @@ class Ensemble:
     """
 
     def __init__(self, dirs: Sequence[Path], weights: Sequence[float] | None = None, device: str = "auto",
-                 batch_size: int = 256, precision: str = "auto", trust_remote_code: bool = False,
+                 batch_size: int = 512, precision: str = "auto", trust_remote_code: bool = False,
                  keep_loaded: bool = True, progress: bool = False, compile: bool = False):
         self.dirs = list(dirs)
         if weights is not None and len(weights) != len(self.dirs):

@@ -133,7 +133,9 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", choices=("none", "temperature", "bcts"), default="none",
                    help="calibrate on the run's out-of-fold predictions before --adapt-priors: temperature, or "
                    "bcts (temperature + per-class bias; recommended with em) (default: none)")
-    p.add_argument("--batch-size", type=int, default=256, help="examples per inference batch (default: 256)")
+    p.add_argument("--batch-size", type=int, default=512,
+                   help="examples per inference batch (default: 512; a batch that runs the GPU out of memory is "
+                   "split in half)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--compile", action="store_true",
                    help="CUDA: compile the encoder layers with torch.compile (inductor) before predicting; costs "

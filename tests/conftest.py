@@ -1,4 +1,6 @@
+import contextlib
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -33,3 +35,28 @@ def make_tiny_bert_work(d: Path, seed: int) -> Path:
     BertModel(scratch.encoder_config("tiny", len(tok), 128)).save_pretrained(d / "tinybert")
     tok.save_pretrained(d / "tinybert")
     return d
+
+
+def free_port() -> int:
+    """A TCP port on the loopback that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def one_process_ddp(monkeypatch, backend: str, **init):
+    """A one-process group that rekit treats as DDP (Dist.active is forced true): DDP's hooks,
+    buckets and collectives all run, on a host with one GPU or none. Yields the Dist to pass to fit."""
+    import torch.distributed as td
+
+    from rekit.training import distributed
+
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(free_port()))
+    monkeypatch.setattr(distributed.Dist, "active", property(lambda self: True))
+    td.init_process_group(backend, rank=0, world_size=1, **init)
+    try:
+        yield distributed.Dist(0, 1, 0, "ddp")
+    finally:
+        td.destroy_process_group()

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_bert_work
+from conftest import free_port, make_tiny_bert_work
 
 from rekit.cli import main
 
@@ -181,13 +181,8 @@ def _gather_worker(rank: int, port: int, failures):
 def test_ddp_evaluation_shares_gather_back_in_order():
     """Under DDP each process predicts every world-th validation row; gathering puts every row back
     in its place, also when the shares are uneven."""
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     failures = mp.get_context("spawn").SimpleQueue()
-    mp.spawn(_gather_worker, args=(port, failures), nprocs=2)
+    mp.spawn(_gather_worker, args=(free_port(), failures), nprocs=2)
     assert failures.empty(), failures.get()

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import one_process_ddp
 
 from rekit.cli import main
 from rekit.config import RunConfig
@@ -241,29 +242,14 @@ def test_oom_under_ddp_stops_instead_of_retrying(setup, monkeypatch, tmp_path):
     """Under DDP a retry on one process would split its steps unlike the others' and pair its
     all-reduces with the wrong ones: --oom-retry is off there, and the error says what fits.
     (A one-process gloo group counts as DDP here.)"""
-    import socket
-
-    import torch.distributed as td
-
-    from rekit.training import distributed
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
-    monkeypatch.setattr(distributed.Dist, "active", property(lambda self: True))
     patch_forward(monkeypatch, oom_above(4))
     lm, tok, train, valid = setup
     c = cfg_of(oom_retry=True, epochs=1)
     said = []
-    td.init_process_group("gloo", rank=0, world_size=1)
-    try:
-        with pytest.raises(OutOfMemory, match=r"at step 1 .*To fit: --grad-accum 2 \(micro-batch 8") as e:
-            fit(build_model(c.model, tok, lm), tok, lm, train, valid, c.train, tmp_path, seed=0, device=CPU,
-                echo=said.append, dist=distributed.Dist(0, 1, 0, "ddp"))
-    finally:
-        td.destroy_process_group()
+    with one_process_ddp(monkeypatch, "gloo") as ddp, \
+            pytest.raises(OutOfMemory, match=r"at step 1 .*To fit: --grad-accum 2 \(micro-batch 8") as e:
+        fit(build_model(c.model, tok, lm), tok, lm, train, valid, c.train, tmp_path, seed=0, device=CPU,
+            echo=said.append, dist=ddp)
     assert "--oom-retry halves" not in str(e.value)
     assert any("--oom-retry is off under --parallel ddp" in m for m in said)
 

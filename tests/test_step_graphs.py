@@ -4,6 +4,7 @@ run in BENCHMARKS.md ("Training throughput") runs them on an H200."""
 
 import pytest
 import torch
+from conftest import one_process_ddp
 
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
@@ -210,27 +211,13 @@ def test_graphs_hold_the_ddp_all_reduce(data, tmp_path, monkeypatch):
     GPU, so it runs a one-process NCCL group, made to count as DDP: DDP's hooks, buckets and
     all-reduce all run, captured and replayed. Same batches, no dropout, fp32: it trains like one
     process without DDP. (Two GPUs: test_distributed.py, test_ddp_with_graphs_on_two_gpus.)"""
-    import socket
     import warnings
 
-    import torch.distributed as td
-
-    from rekit.training import distributed
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.setenv("MASTER_PORT", str(port))
-    monkeypatch.setattr(distributed.Dist, "active", property(lambda self: True))
     torch.backends.cuda.matmul.allow_tf32 = False
-    td.init_process_group("nccl", rank=0, world_size=1, device_id=torch.device("cuda", 0))
-    try:
-        with warnings.catch_warnings(record=True) as said:
-            warnings.simplefilter("always")
-            model, r_ddp = _train(data, tmp_path, "ddp", dist=distributed.Dist(0, 1, 0, "ddp"), compile="graphs")
-    finally:
-        td.destroy_process_group()
+    with one_process_ddp(monkeypatch, "nccl", device_id=torch.device("cuda", 0)) as ddp, \
+            warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        model, r_ddp = _train(data, tmp_path, "ddp", dist=ddp, compile="graphs")
     # DDP is built on the stream the steps run on: no gradient crosses streams.
     assert not [w for w in said if "AccumulateGrad node's stream" in str(w.message)]
     one, r_one = _train(data, tmp_path, "one", compile="graphs")

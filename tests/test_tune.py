@@ -20,6 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from conftest import free_port
 
 from rekit.cli import main
 from rekit.config import RunConfig
@@ -302,12 +303,6 @@ def pg_bin() -> Path | None:
             return d
     found = shutil.which("initdb")
     return Path(found).parent if found and shutil.which("pg_ctl") else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -47,9 +46,10 @@ def run(args) -> int:
         if cfg.data.train:
             check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported
     from rekit.training.cv import train_cv
+    from rekit.training.distributed import env_rank
 
     out = Path(cfg.train.output or "")
-    worker = int(os.environ.get("RANK") or 0) > 0  # a torchrun process other than the main one: it stays quiet
+    worker = env_rank() > 0  # a torchrun process other than the main one: it stays quiet
     try:
         summary = train_cv(cfg, resume=bool(args.resume))
     except KeyboardInterrupt as e:

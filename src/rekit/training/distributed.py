@@ -39,6 +39,11 @@ class Dist:
     def active(self) -> bool:
         return self.world > 1
 
+    @property
+    def ddp(self) -> bool:
+        """Several processes training each fold together."""
+        return self.active and self.mode == "ddp"
+
     def barrier(self) -> None:
         if self.active:
             dist.barrier()
@@ -60,9 +65,9 @@ class Dist:
 
     def gather_rows(self, mine: np.ndarray, n: int, device: torch.device) -> np.ndarray:
         """All n rows on every rank, from each rank's `shard(range(n))` rows (ddp evaluation)."""
-        width = -(-n // self.world)
-        buf = torch.zeros((width, *mine.shape[1:]), dtype=torch.from_numpy(mine[:0]).dtype, device=device)
-        buf[: len(mine)] = torch.from_numpy(mine).to(device)
+        local = torch.from_numpy(mine).to(device)
+        buf = local.new_zeros((-(-n // self.world), *local.shape[1:]))  # the largest share: all_gather wants one size
+        buf[: len(local)] = local
         parts = [torch.empty_like(buf) for _ in range(self.world)]
         dist.all_gather(parts, buf)
         out = np.empty((n, *mine.shape[1:]), dtype=mine.dtype)
@@ -75,6 +80,11 @@ class Dist:
         return [idx[r :: self.world] for r in range(self.world)] if self.mode == "ddp" else [idx]
 
 
+def env_rank() -> int:
+    """This process's rank as torchrun set it (0 outside torchrun)."""
+    return int(os.environ.get("RANK") or 0)
+
+
 def from_env(parallel: str, device_name: str) -> tuple[Dist, str]:
     """Read torchrun's environment; init the process group; return (Dist, device name to use)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -82,7 +92,7 @@ def from_env(parallel: str, device_name: str) -> tuple[Dist, str]:
         return Dist(), device_name
     if parallel == "none":
         raise ConfigError(f"started with WORLD_SIZE={world} (torchrun) but --parallel none; use --parallel folds or ddp")
-    rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, local = env_rank(), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = device_name in ("auto", "cuda") and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local)

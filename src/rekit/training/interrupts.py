@@ -65,14 +65,15 @@ def stop_on_signal():
         yield requested
         return
 
-    first = [0.0]
+    first = 0.0  # when the first signal came
 
     def handler(signum, frame):
+        nonlocal first
         if requested:
-            if time.monotonic() - first[0] < REPEAT_GRACE_S:
+            if time.monotonic() - first < REPEAT_GRACE_S:
                 return  # the same request: torchrun passes the terminal's Ctrl-C on to its workers, which got it too
             raise KeyboardInterrupt
-        first[0] = time.monotonic()
+        first = time.monotonic()
         requested.append(signal.Signals(signum).name)
         sys.stderr.write(f"\nrekit: {requested[0]}: stopping after this step and saving the training state "
                          "(Ctrl-C again to abort now)\n")

@@ -112,9 +112,10 @@ def micro_batches(step_batch: list[int], accum: int) -> list[list[int]]:
 
 def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg: TrainConfig,
                    device, amp_dtype, echo=None, dist=None) -> tuple[dict, np.ndarray]:
-    """Metrics and probabilities over `feats`. Under DDP (`dist`) each process predicts its share of
-    the rows and all gather the rest, so every process decides on the same, whole result."""
-    if dist is not None and dist.active and dist.mode == "ddp" and len(feats) >= dist.world:
+    """Metrics and probabilities over `feats`. Under DDP (`dist`, a Dist with .ddp) each process
+    predicts its share of the rows and all gather the rest, so every process decides on the same,
+    whole result."""
+    if dist is not None and dist.ddp and len(feats) >= dist.world:
         mine = dist.shard(list(range(len(feats))))
         probs = dist.gather_rows(predict_proba(model, feats.subset(mine), pad_id, cfg.eval_batch_size, device,
                                                amp_dtype, echo=echo), len(feats), device)
@@ -184,7 +185,7 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     echo = echo or tqdm.write
     fold_dir = Path(fold_dir)
     model.to(device).train()
-    ddp = dist is not None and dist.active and dist.mode == "ddp"
+    ddp = dist is not None and dist.ddp
     main = not ddp or dist.is_main  # this process writes the fold's files (fold-parallel: each its own)
     amp_dtype = autocast_dtype(cfg.precision, device)
     compile_mode = resolve_compile(cfg.compile, device)

@@ -46,7 +46,12 @@ class _EnsembleAdapter:
         return self.ensemble.predict_proba(records)
 
 
-def load_model(path: str | Path, device: str = "auto") -> ServedModel:
+def load_model(path: str | Path, device: str = "auto", threads: int | None = None) -> ServedModel:
+    """Called on the model thread, which then runs every batch."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     # MERGE: replace the next two lines with `model = rekit.load(path, device=device)` (or
     # `rekit.load(path)` if it takes no device) once rekit.load exists; drop _EnsembleAdapter.
     from rekit.ensemble import Ensemble

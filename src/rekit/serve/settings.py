@@ -19,6 +19,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
     limits: Limits = field(default_factory=Limits)
     api_key_file: str | None = None  # None: no authentication
+    threads: int | None = None  # torch CPU threads for the model (None: torch's default)
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

@@ -159,20 +159,21 @@ def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list
     return rows
 
 
-def predict_reference(run: Path, items: list[dict], batch: int) -> float:
+def predict_reference(run: Path, items: list[dict], batch: int, threads: int | None) -> float:
     """examples/s of the library's batched predict_proba (what `rekit predict` runs), warm."""
     import torch
 
     from rekit.data.schema import Record
     from rekit.ensemble import Ensemble
 
+    if threads:
+        torch.set_num_threads(threads)
     records = [Record.from_dict(d) for d in items]
     ens = Ensemble.load(run, device="cpu", batch_size=batch)
     ens.predict_proba(records[:8])
     t0 = time.perf_counter()
     ens.predict_proba(records)
     rate = len(records) / (time.perf_counter() - t0)
-    del ens, torch
     return rate
 
 

@@ -179,8 +179,8 @@ def add_error_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_query(request: Request, exc: RequestValidationError):
-        probs = [Problem(None, ".".join(str(x) for x in e.get("loc", ())), e.get("msg", "invalid"), "bad_query")
-                 for e in exc.errors()]
+        fields = [(".".join(str(x) for x in e.get("loc", ())), e.get("msg", "invalid")) for e in exc.errors()]
+        probs = [Problem(None, field, f"{field}: {msg}", "bad_query") for field, msg in fields]
         return await problems(request, RequestProblems(422, probs or [Problem(None, "query", "invalid", "bad_query")]))
 
     @app.exception_handler(Exception)

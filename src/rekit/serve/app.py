@@ -94,7 +94,7 @@ class Guard:
                 given = value[7:].strip()
             elif name == b"x-api-key":
                 given = value.strip()
-        return hmac.compare_digest(given, self.state.api_key)
+        return self.state.api_key is not None and hmac.compare_digest(given, self.state.api_key)
 
 
 async def read_body(request: Request, limit: int) -> bytes:

@@ -41,7 +41,7 @@ def _json(description: str, schema: dict) -> dict:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
-PREDICT_RESPONSES = {
+PREDICT_RESPONSES: dict[int | str, dict] = {
     200: _json("one prediction per example, in request order", {"type": "object", "properties": {
         "label_version": {"type": "string", "description": "short hash of the model's label list"},
         "predictions": {"type": "array", "items": {"type": "object", "properties": {

@@ -1,0 +1,222 @@
+"""Load test of `rekit serve` on the loopback: dynamic batching against one request at a time.
+
+Starts the real server (a subprocess, 127.0.0.1 only) twice on the same run: "batched"
+(--max-batch-size 64, --max-wait-ms 5 by default) and "one-at-a-time" (--max-batch-size 1
+--max-wait-ms 0: every request is its own model call, the hand-written Flask app's behaviour).
+For each, 1, 8 and 64 concurrent clients (httpx.AsyncClient, one connection each) send a fixed
+number of requests of --items examples. Reported per row: requests/s, examples/s, p50/p95/p99
+latency, errors (must be 0), the server's RSS before and after, and the mean model batch size
+(from /metrics). For reference, `rekit predict`'s examples/s on the same rows (the library's
+batched predict_proba in this process, model loading excluded).
+
+  python benchmarks/serve_load.py --train                      # trains a scratch-small 2-fold run first
+  python benchmarks/serve_load.py --run RUN_DIR --requests 400 --out results/serve.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src"
+sys.path.insert(0, str(SRC))
+
+from rekit.data.readers import read_records, write_csv
+from rekit.data.synthetic import make_splits
+
+MODES = {"batched": None, "one-at-a-time": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def env() -> dict:
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+
+
+def train_run(work: Path, size: str, folds: int) -> Path:
+    train, _ = make_splits(seed=7, n_train=400, n_test=10)
+    write_csv(train, work / "train.csv")
+    run = work / "run"
+    subprocess.run([sys.executable, "-m", "rekit.cli", "train", "--train", str(work / "train.csv"), "--output",
+                    str(run), "--model", "scratch", "--scratch-size", size, "--folds", str(folds), "--epochs", "1",
+                    "--no-progress", "--overwrite"], check=True, env=env(), stdout=subprocess.DEVNULL)
+    return run
+
+
+def test_items(work: Path, n: int) -> list[dict]:
+    _, test = make_splits(seed=11, n_train=10, n_test=n)
+    write_csv(test, work / "test.csv")
+    records, _ = read_records(work / "test.csv")
+    return [{k: v for k, v in r.to_dict().items() if k not in ("label", "source")} for r in records]
+
+
+class Server:
+    def __init__(self, run: Path, flags: list[str], log: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-m", "rekit.cli", "serve", str(run), "--port",
+                                          str(self.port), "--device", "cpu", *flags], stdout=out,
+                                         stderr=subprocess.STDOUT, env=env())
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise SystemExit(f"the server did not become ready; see {log}")
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(self.url + "/metrics", timeout=10).text
+        return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name + " "))
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+async def load(url: str, bodies: list[list[dict]], clients: int) -> tuple[list[float], int, float]:
+    """`clients` workers share the list of request bodies; -> (latencies s, errors, wall s)."""
+    latencies, errors, next_i = [], 0, 0
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=120) as client:
+        async def worker():
+            nonlocal errors, next_i
+            while next_i < len(bodies):
+                body, next_i = bodies[next_i], next_i + 1
+                t0 = time.perf_counter()
+                try:
+                    r = await client.post("/v1/predict", json=body)
+                    ok = r.status_code == 200 and len(r.json()["predictions"]) == len(body)
+                except httpx.HTTPError:
+                    ok = False
+                latencies.append(time.perf_counter() - t0)
+                errors += not ok
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        return latencies, errors, time.perf_counter() - t0
+
+
+def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list[dict]:
+    flags = MODES[mode] or ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
+    if args.threads:
+        flags = [*flags, "--threads", str(args.threads)]
+    server = Server(run, flags, log)
+    rows = []
+    try:
+        bodies = [[items[(i * args.items + j) % len(items)] for j in range(args.items)] for i in range(args.requests)]
+        asyncio.run(load(server.url, bodies[:16], 4))  # warm-up: first batches, connections
+        rss0 = rss_mib(server.proc.pid)
+        for clients in args.clients:
+            b0, n0 = server.metric("rekit_batch_size_count"), server.metric("rekit_batch_size_sum")
+            lat, errors, wall = asyncio.run(load(server.url, bodies, clients))
+            batches = server.metric("rekit_batch_size_count") - b0
+            examples = server.metric("rekit_batch_size_sum") - n0
+            p50, p95, p99 = np.percentile(np.array(lat) * 1000, [50, 95, 99])
+            rows.append({"mode": mode, "clients": clients, "requests": len(bodies),
+                         "requests_per_s": len(bodies) / wall, "examples_per_s": len(bodies) * args.items / wall,
+                         "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "errors": errors,
+                         "mean_batch": examples / max(batches, 1), "rss_before_mib": rss0,
+                         "rss_after_mib": rss_mib(server.proc.pid)})
+            print(table_row(rows[-1]), flush=True)
+    finally:
+        code = server.stop()
+    if code != 0:
+        raise SystemExit(f"the server exited with {code}; see {log}")
+    return rows
+
+
+def predict_reference(run: Path, items: list[dict], batch: int, threads: int | None) -> float:
+    """examples/s of the library's batched predict_proba (what `rekit predict` runs), warm."""
+    import torch
+
+    from rekit.data.schema import Record
+    from rekit.ensemble import Ensemble
+
+    if threads:
+        torch.set_num_threads(threads)
+    records = [Record.from_dict(d) for d in items]
+    ens = Ensemble.load(run, device="cpu", batch_size=batch)
+    ens.predict_proba(records[:8])
+    t0 = time.perf_counter()
+    ens.predict_proba(records)
+    rate = len(records) / (time.perf_counter() - t0)
+    return rate
+
+
+HEADER = ("| mode | clients | requests | req/s | examples/s | p50 ms | p95 ms | p99 ms | errors | mean batch "
+          "| RSS before → after (MiB) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(r: dict) -> str:
+    return (f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.1f} | "
+            f"{r['examples_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
+            f"{r['errors']} | {r['mean_batch']:.1f} | {r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, help="a trained run directory (else --train)")
+    p.add_argument("--train", action="store_true", help="train a scratch run to serve first")
+    p.add_argument("--scratch-size", default="small", help="with --train (default: small)")
+    p.add_argument("--folds", type=int, default=2, help="with --train (default: 2)")
+    p.add_argument("--requests", type=int, default=256, help="requests per concurrency level (default: 256)")
+    p.add_argument("--items", type=int, default=1, help="examples per request (default: 1)")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 8, 64], help="concurrency levels (default: 1 8 64)")
+    p.add_argument("--max-batch-size", type=int, default=64, help="the batched server's (default: 64)")
+    p.add_argument("--max-wait-ms", type=float, default=5.0, help="the batched server's (default: 5)")
+    p.add_argument("--threads", type=int, help="torch CPU threads, for the server and the reference (default: torch's)")
+    p.add_argument("--out", type=Path, help="write the rows as JSON here")
+    args = p.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="serve-load-"))
+    if not args.run and not args.train:
+        p.error("give --run RUN_DIR or --train")
+    run = args.run or train_run(work, args.scratch_size, args.folds)
+    items = test_items(work, 512)
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; run {run}; "
+          f"{args.requests} requests of {args.items} example(s) per level; threads {args.threads or 'default'}",
+          flush=True)
+    ref = predict_reference(run, items, 512, args.threads)
+    print(f"rekit predict (library predict_proba, batch 512, warm): {ref:.1f} examples/s\n{HEADER}", flush=True)
+    rows = [r for mode in MODES for r in bench_mode(run, mode, items, args, work / f"{mode}.log")]
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"predict_examples_per_s": ref, "rows": rows}, indent=2) + "\n")
+    return 1 if any(r["errors"] for r in rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

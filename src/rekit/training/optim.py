@@ -98,6 +98,18 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     return max(0.0, 1.0 - progress)
 
 
+class LRPlan:
+    """The learning-rate multiplier per step as a callable object (lr_factor), for LambdaLR: its
+    fields may change while training (a time budget shortens `total`), and the scheduler's state
+    dict keeps them (LambdaLR saves a callable object's attributes), so a resume restores them."""
+
+    def __init__(self, total: int, warmup_ratio: float, kind: str):
+        self.total, self.warmup, self.kind = total, int(round(warmup_ratio * total)), kind
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup, self.kind)
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
     warmup = int(round(cfg.warmup_ratio * total_steps))
     return torch.optim.lr_scheduler.LambdaLR(

@@ -1,0 +1,72 @@
+"""The training loop shared by fine-tuning (loop.py) and MLM pretraining (pretrain.py).
+
+`run(trainer)` is the whole loop: for each step's batch, take the step; when the policy says
+so, check the loss, evaluate, save the resumable state and the best weights, stop on a signal
+or early stop. Everything else belongs to the trainer's collaborators (schedule.py,
+executor.py, interrupts.py, reporting.py, state.py), so the loop reads top to bottom.
+
+A trainer is one model's training as an object (no globals, no closures): `progress`
+(state.Progress), `schedule` (BatchSchedule), `policy` (CheckPolicy), `stops` (StopRequests),
+`bar`, `result` (with .stopped and .nonfinite) and the methods `train_step`, `loss_finite`,
+`stop_nonfinite`, `evaluate`, `save_state`, `save_best`, `interrupted`, `end_segment`.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Trainer(Protocol):
+    progress: object
+    schedule: object
+    policy: object
+    stops: object
+    bar: object
+    result: object
+    phase: str
+
+    def train_step(self, step_batch: list[int]) -> None: ...
+    def loss_finite(self) -> bool: ...
+    def stop_nonfinite(self) -> None: ...
+    def evaluate(self) -> bool: ...
+    def save_state(self) -> None: ...
+    def save_best(self) -> None: ...
+    def interrupted(self, signame: str) -> BaseException: ...
+    def end_segment(self) -> None: ...
+
+
+def run(t: Trainer) -> None:
+    """Train until the schedule ends, an early stop, a non-finite loss or a signal (raised as
+    t.interrupted(...), after the state is saved). Call inside `with t.stops:`."""
+    p = t.progress
+    for step_batch in t.schedule.remaining(p) if t.result.stopped is None else ():
+        t.phase = "training"
+        t.train_step(step_batch)  # the hot path: no host sync
+        p.step += 1
+        t.bar.update(1)
+        halted = t.stops.halt(p.step)
+        do_eval, do_save = t.policy.due(p.step, halted)
+        if not (do_eval or do_save or halted):
+            continue
+        if not t.loss_finite():  # one host sync per check point
+            t.stop_nonfinite()
+            break
+        p.checked = p.step
+        improved = False
+        if do_eval:
+            t.phase = "evaluation"
+            improved = t.evaluate()
+        if t.result.nonfinite:
+            break
+        if do_save or (improved and t.policy.stateful):
+            t.save_state()  # first the state, then the new best's weights (a resume re-saves them)
+        if improved:
+            t.save_best()
+        if halted:
+            raise t.interrupted(halted)
+        if t.result.stopped:
+            break
+        t.end_segment()
+    halted = t.stops.halt(p.step, last=True)  # arrived during the last steps
+    if halted:
+        raise t.interrupted(halted)

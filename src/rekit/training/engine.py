@@ -38,35 +38,43 @@ class Trainer(Protocol):
 def run(t: Trainer) -> None:
     """Train until the schedule ends, an early stop, a non-finite loss or a signal (raised as
     t.interrupted(...), after the state is saved). Call inside `with t.stops:`."""
-    p = t.progress
-    for step_batch in t.schedule.remaining(p) if t.result.stopped is None else ():
-        t.phase = "training"
-        t.train_step(step_batch)  # the hot path: no host sync
-        p.step += 1
-        t.bar.update(1)
-        halted = t.stops.halt(p.step)
-        do_eval, do_save = t.policy.due(p.step, halted)
-        if not (do_eval or do_save or halted):
-            continue
-        if not t.loss_finite():  # one host sync per check point
-            t.stop_nonfinite()
+    for step_batch in t.schedule.remaining(t.progress) if t.result.stopped is None else ():
+        if not advance(t, step_batch):
             break
-        p.checked = p.step
-        improved = False
-        if do_eval:
-            t.phase = "evaluation"
-            improved = t.evaluate()
-        if t.result.nonfinite:
-            break
-        if do_save or (improved and t.policy.stateful):
-            t.save_state()  # first the state, then the new best's weights (a resume re-saves them)
-        if improved:
-            t.save_best()
-        if halted:
-            raise t.interrupted(halted)
-        if t.result.stopped:
-            break
-        t.end_segment()
-    halted = t.stops.halt(p.step, last=True)  # arrived during the last steps
+    halted = t.stops.halt(t.progress.step, last=True)  # arrived during the last steps
     if halted:
         raise t.interrupted(halted)
+
+
+def advance(t: Trainer, step_batch: list[int]) -> bool:
+    """One optimizer step and whatever the policy says follows it; False when training ends here.
+    (One call per step, so several trainers could be advanced in turn.)"""
+    p = t.progress
+    t.phase = "training"
+    t.train_step(step_batch)  # the hot path: no host sync
+    p.step += 1
+    t.bar.update(1)
+    halted = t.stops.halt(p.step)
+    do_eval, do_save = t.policy.due(p.step, halted)
+    if not (do_eval or do_save or halted):
+        return True
+    if not t.loss_finite():  # one host sync per check point
+        t.stop_nonfinite()
+        return False
+    p.checked = p.step
+    improved = False
+    if do_eval:
+        t.phase = "evaluation"
+        improved = t.evaluate()
+    if t.result.nonfinite:
+        return False
+    if do_save or (improved and t.policy.stateful):
+        t.save_state()  # first the state, then the new best's weights (a resume re-saves them)
+    if improved:
+        t.save_best()
+    if halted:
+        raise t.interrupted(halted)
+    if t.result.stopped:
+        return False
+    t.end_segment()
+    return True

@@ -35,15 +35,6 @@ def _fused(device: torch.device, capturable: bool) -> dict:
     return {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate; a GPU-tensor rate (read by CUDA graphs) is filled in place."""
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
-
-
 def is_fused(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("fused") for group in optimizer.param_groups)
 

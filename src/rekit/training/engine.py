@@ -13,16 +13,16 @@ A trainer is one model's training as an object (no globals, no closures): `progr
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Trainer(Protocol):
-    progress: object
-    schedule: object
-    policy: object
-    stops: object
-    bar: object
-    result: object
+    progress: Any
+    schedule: Any
+    policy: Any
+    stops: Any
+    bar: Any
+    result: Any
     phase: str
 
     def train_step(self, step_batch: list[int]) -> None: ...

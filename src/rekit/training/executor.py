@@ -8,6 +8,7 @@ smaller micro-batches. The loop decides when; the arithmetic of the update is op
 from __future__ import annotations
 
 import contextlib
+from typing import Any
 
 import torch
 
@@ -39,7 +40,7 @@ def wrap_ddp(model: torch.nn.Module, device: torch.device, graphed: bool) -> tor
     from torch.nn.parallel import DistributedDataParallel
 
     known = inspect.signature(DistributedDataParallel.__init__).parameters
-    options = {"gradient_as_bucket_view": True,
+    options: dict[str, Any] = {"gradient_as_bucket_view": True,
                "forward_sync_buffers" if "forward_sync_buffers" in known else "broadcast_buffers": False}
     if "batched_grad_copy" in known and not graphed:
         options["batched_grad_copy"] = True
@@ -67,13 +68,13 @@ class StepExecutor:
         # DDP with graphs: DDP is built, and every step runs, on one non-default stream (graphs.py).
         self.stream = torch.cuda.Stream(device) if self.dist and graphed else None
         with self.on_stream():
-            self.net = wrap_ddp(model, device, graphed) if self.dist else model
+            self.net: Any = wrap_ddp(model, device, graphed) if self.dist else model
         self.forward = compile_forward(self.net, compile_mode)
         # Under DDP one process's out-of-memory retry would split its steps differently from the others'
         # (their all-reduces would no longer pair up): the OOM stops the run, with advice, instead.
         self.oom_retry = cfg.oom_retry and not self.dist
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-        self.graphs = None  # built by `use_graphs` once the optimizer exists
+        self.graphs: step_graphs.StepGraphs | None = None  # built by `use_graphs` once the optimizer exists
 
     def use_graphs(self) -> None:
         if self.compile_mode in GRAPH_MODES:
@@ -166,6 +167,6 @@ class StepExecutor:
         """After the last step: join the stream, free the graphs' pool; how the steps ran."""
         if self.stream is not None:
             torch.cuda.current_stream(self.device).wait_stream(self.stream)
-        stats = self.graphs.stats() if self.graphs is not None else {}
+        stats: dict = self.graphs.stats() if self.graphs is not None else {}
         self.graphs = None  # the graphs' memory pool is freed with them
         return stats

@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import torch
 
@@ -101,7 +102,7 @@ class StopRequests:
     def __init__(self, dist=None, device: torch.device | None = None):
         self.dist, self.device = (dist if dist is not None and dist.ddp else None), device
         self.requested: list[str] = []
-        self._ctx = None
+        self._ctx: Any = None
 
     def __enter__(self) -> StopRequests:
         self._ctx = stop_on_signal()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -157,7 +158,8 @@ class FoldTrainer:
         self.result = FitResult(best_score=float("inf") if cfg.metric in LOWER_IS_BETTER else float("-inf"))
         self.progress = Progress(accum=cfg.grad_accum)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
-        self.saved_at, self.phase, self.t0, self.bar = -1, "training", 0.0, None
+        self.saved_at, self.phase, self.t0 = -1, "training", 0.0
+        self.bar: Any = None  # the progress bar, from `start`
 
     def _compile_mode(self) -> str:
         cfg = self.cfg

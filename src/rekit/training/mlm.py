@@ -14,6 +14,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -92,7 +93,8 @@ class MLMTrainer:
         self.note: str | None = None  # the time budget's, or why it stopped
         self.shape = {"n_train": len(train), "steps_per_epoch": self.schedule.steps_per_epoch,
                       "epochs": s.epochs, "batch_size": s.batch_size, "seed": s.seed}
-        self.t0, self.t_mark, self.mark_step, self.saved_at, self.phase, self.bar = 0.0, 0.0, 0, -1, "training", None
+        self.t0, self.t_mark, self.mark_step, self.saved_at, self.phase = 0.0, 0.0, 0, -1, "training"
+        self.bar: Any = None  # the progress bar, from `start`
 
     # -- the resumable state ---------------------------------------------------------------------
     def save_state(self) -> None:

@@ -16,6 +16,7 @@ every position instead, so that a step's shapes depend on the batch shape only.
 
 from __future__ import annotations
 
+import functools
 import math
 import shutil
 import time
@@ -197,7 +198,7 @@ def _trainer(model, tokenizer, train, valid, s: PretrainSettings, work: Path, de
     step = mlm.MLMStep(model, optimizer, amp_dtype, s.max_grad_norm, device, graphed, masked_loss, all_positions_loss)
     plan = LRPlan(s.epochs * math.ceil(len(train) / s.batch_size), s.warmup_ratio, s.scheduler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
-    validate = lambda: validation_loss(model, collate_valid, len(valid), 256, device, amp_dtype)  # noqa: E731
+    validate = functools.partial(validation_loss, model, collate_valid, len(valid), 256, device, amp_dtype)
     return mlm.MLMTrainer(model, step, scheduler, plan, train, collate_train, s, work, validate, device, echo)
 
 

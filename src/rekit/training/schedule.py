@@ -27,7 +27,7 @@ class BatchSchedule:
         """The remaining steps' example indices (the caller advances `p.step` after each)."""
         spe = self.steps_per_epoch
         for epoch in range(p.step // spe, self.epochs):
-            p.epoch_rng = self.rng.bit_generator.state  # a mid-epoch resume redraws this epoch from here
+            p.epoch_rng = dict(self.rng.bit_generator.state)  # a mid-epoch resume redraws this epoch from here
             batches = bucket_batches(self.lengths, self.batch_size, self.rng)
             if len(batches) > 1 and len(batches[-1]) < self.world:
                 batches[-2:] = [batches[-2] + batches[-1]]  # DDP: every process needs a share of every step
@@ -42,7 +42,7 @@ class BatchSchedule:
     def rng_to_save(self, p: Progress) -> dict:
         """The batch RNG state a resume at `p.step` starts from: at an epoch end the RNG already
         stands where the next epoch begins; inside an epoch, where this one began."""
-        return self.rng.bit_generator.state if p.step % self.steps_per_epoch == 0 else p.epoch_rng
+        return dict(self.rng.bit_generator.state) if p.step % self.steps_per_epoch == 0 else p.epoch_rng
 
     def epoch(self, step: int) -> float:
         return step / self.steps_per_epoch

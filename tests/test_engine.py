@@ -114,3 +114,13 @@ def test_publish_replaces_the_old_encoder_only_when_the_new_one_is_complete(tmp_
     publish(work, out, _Saves("model"), _Saves("tokenizer"), {"steps": 3})
     assert sorted(p.name for p in out.iterdir()) == ["model.txt", "pretrain.json", "tokenizer.txt"]
     assert not work.exists()
+
+
+def test_check_policy_spaces_epoch_end_saves_by_time_but_not_the_others():
+    s = BatchSchedule(LENGTHS, 4, 3, np.random.default_rng(0))  # 3 steps per epoch
+    policy = CheckPolicy(s, save_every=2, epoch_save_seconds=3600)
+    assert policy.due(3, None) == (True, False)  # an epoch end soon after the last save: evaluate only
+    assert policy.due(4, None) == (False, True)  # --save-every still saves
+    assert policy.due(5, "SIGINT") == (False, True)  # and so does a signal
+    policy.last_save -= 3600
+    assert policy.due(6, None) == (True, True)

@@ -82,6 +82,8 @@ def check_args(args) -> Path:
         raise ConfigError("--epochs and --batch-size must be >= 1, --lr > 0 and --mask-prob in (0, 1)")
     if args.max_length < 8 or not 0 <= args.warmup_ratio < 1:
         raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
+    if args.save_minutes < 0:
+        raise ConfigError(f"--save-minutes must be >= 0, got {args.save_minutes}")
     if args.save_every < -1:
         raise ConfigError(f"--save-every must be >= -1 (-1: never), got {args.save_every}")
     for path in [args.train, *args.extra_text]:
@@ -117,6 +119,7 @@ def run(args) -> int:
         weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,
         seed=args.seed, max_minutes=args.max_minutes, precision=args.precision, device=args.device,
         progress=args.progress, graphs=args.graphs, save_every=args.save_every,
+        save_minutes=args.save_minutes,
     )
     if args.tokenizer_only:
         extra = new_tokens(args.marker, sorted(set(args.entity_types)))
@@ -189,6 +192,8 @@ def register(sub) -> None:
                    "state, with its arguments (only --device and --progress may be given again)")
     p.add_argument("--save-every", type=int, default=0,
                    help="also save the training state every N steps (0: at epoch ends only; -1: never)")
+    p.add_argument("--save-minutes", type=float, default=5.0,
+                   help="save the state at an epoch end only if the last save is at least this old (0: every epoch end)")
     p.add_argument("--model", default="scratch", help="'scratch' (new tokenizer + random init) or a model to continue pretraining")
     p.add_argument("--scratch-size", default="small", choices=("tiny", "small", "medium", "base"), help="size preset for scratch")
     p.add_argument("--scratch-vocab-size", type=int, default=12000, help="tokenizer vocabulary size for scratch")

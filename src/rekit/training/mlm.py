@@ -85,7 +85,8 @@ class MLMTrainer:
         self.work, self.validate, self.device, self.echo = work, validate, device, echo
         self.schedule = BatchSchedule(train.lengths(), s.batch_size, s.epochs, np.random.default_rng(s.seed))
         self.planned = self.schedule.total
-        self.policy = CheckPolicy(self.schedule, 0, s.save_every, eval_at_total=True)
+        self.policy = CheckPolicy(self.schedule, 0, s.save_every, eval_at_total=True,
+                                  epoch_save_seconds=60 * s.save_minutes)
         self.stops = StopRequests()
         self.gen = torch.Generator().manual_seed(s.seed)  # the masks; its state is part of the saved state
         self.progress, self.result = Progress(), FitResult()

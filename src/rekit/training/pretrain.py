@@ -56,6 +56,7 @@ class PretrainSettings:
     progress: bool = True
     graphs: bool = True  # on CUDA: whole steps replayed as CUDA graphs (training/graphs.py)
     save_every: int = 0  # training state saved at epoch ends (0), also every N steps (N), or never (-1)
+    save_minutes: float = 5.0  # epoch-end saves at most this often (0: every epoch end); short epochs are common
 
 
 def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):

@@ -5,6 +5,7 @@ no tensors, no files, so both are testable alone and shared by fine-tuning and p
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -51,16 +52,24 @@ class BatchSchedule:
 class CheckPolicy:
     """At which steps the loop leaves the hot path: evaluate at every epoch end and every
     `eval_every` steps (and, with `eval_at_total`, at a shortened schedule's last step); save the
-    training state at epoch ends, every `save_every` steps and when stopping on a signal
-    (never with save_every=-1). Anything else is a plain step with no host sync."""
+    training state at epoch ends (with `epoch_save_seconds`, at most that often: short epochs
+    would spend more time saving than training), every `save_every` steps and when stopping on a
+    signal (never with save_every=-1). Anything else is a plain step with no host sync."""
 
-    def __init__(self, schedule: BatchSchedule, eval_every: int = 0, save_every: int = 0, eval_at_total: bool = False):
+    def __init__(self, schedule: BatchSchedule, eval_every: int = 0, save_every: int = 0, eval_at_total: bool = False,
+                 epoch_save_seconds: float = 0.0):
         self.schedule, self.eval_every, self.save_every, self.eval_at_total = schedule, eval_every, save_every, eval_at_total
         self.stateful = save_every >= 0
+        self.epoch_save_seconds = epoch_save_seconds
+        self.last_save = time.monotonic()
 
     def due(self, step: int, halted) -> tuple[bool, bool]:
         """(evaluate now, save the state now) after optimizer step `step`."""
         epoch_end = step % self.schedule.steps_per_epoch == 0 or (self.eval_at_total and step >= self.schedule.total)
         do_eval = epoch_end or bool(self.eval_every and step % self.eval_every == 0)
+        if epoch_end and self.epoch_save_seconds > 0:  # read the clock at epoch ends only
+            epoch_end = time.monotonic() - self.last_save >= self.epoch_save_seconds
         do_save = self.stateful and bool(epoch_end or (self.save_every > 0 and step % self.save_every == 0) or halted)
+        if do_save:
+            self.last_save = time.monotonic()
         return do_eval, do_save

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import sys
 from pathlib import Path
 
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
@@ -47,35 +48,78 @@ def _saved_tokenizer(path: str, extra: list[str]):
     return tok
 
 
-def run(args) -> int:
+ARGS_FILE = "command.json"  # in OUT.partial/: the arguments `--resume OUT` continues with
+
+
+def resumed_args(args):
+    """`--resume OUT`: the interrupted command's arguments (saved in OUT.partial/), with this
+    command's --progress and --device."""
+    from rekit.training.mlm import work_dir
+
+    out = Path(args.resume)
+    path = work_dir(out) / ARGS_FILE
+    if not path.is_file():
+        raise ConfigError(f"--resume {out}: no interrupted pretraining there (no {path})")
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable ({e}); delete {work_dir(out)} and start over") from None
+    keep = {"progress": args.progress, "device": args.device, "resume": args.resume, "output": args.resume}
+    return argparse.Namespace(**{**saved, **keep, "func": args.func})
+
+
+def check_args(args) -> Path:
+    """Every flag checked, and the output location, before anything is read or written."""
     from rekit.config import MARKERS
 
+    if args.resume:
+        return Path(args.output)
+    if not args.train or not args.output:
+        raise ConfigError("pass --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
     if args.marker not in MARKERS:
         raise ConfigError(f"--marker must be one of {', '.join(MARKERS)}")
     if args.epochs < 1 or args.lr <= 0 or args.batch_size < 1 or not 0 < args.mask_prob < 1:
         raise ConfigError("--epochs and --batch-size must be >= 1, --lr > 0 and --mask-prob in (0, 1)")
     if args.max_length < 8 or not 0 <= args.warmup_ratio < 1:
         raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
+    if args.save_minutes < 0:
+        raise ConfigError(f"--save-minutes must be >= 0, got {args.save_minutes}")
+    if args.save_every < -1:
+        raise ConfigError(f"--save-every must be >= -1 (-1: never), got {args.save_every}")
     for path in [args.train, *args.extra_text]:
         check_file(Path(path))  # a mistyped path fails at once, before torch is imported
-    out = check_new(args.output, args.overwrite, what="output directory", resumable=False)
-    replace = out.is_dir() and any(out.iterdir())  # with --overwrite (check_new): removed once the inputs are read
+    from rekit.training.mlm import work_dir
+
+    work = work_dir(Path(args.output))
+    if (work / ARGS_FILE).is_file() and not args.overwrite:
+        raise ConfigError(f"{work} holds an interrupted pretraining into {args.output}: continue it with "
+                          f"rekit pretrain --resume {args.output}, or pass --overwrite to start over")
+    # An earlier model there is replaced (--overwrite) only once the new one is complete.
+    return check_new(args.output, args.overwrite, what="output directory", resumable=False)
+
+
+def run(args) -> int:
+    if args.resume:
+        args = resumed_args(args)
+    out = check_args(args)
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts
     from rekit.runtime import seed_everything
-    from rekit.training.pretrain import PretrainSettings, pretrain, scratch_mlm_model
+    from rekit.training.interrupts import TrainingInterrupted
+    from rekit.training.mlm import work_dir
+    from rekit.training.pretrain import PretrainSettings, pretrain
 
+    work = work_dir(out)
     texts = unique_texts(read_texts([args.train, *args.extra_text], args, args.marker))
     if not texts:
         raise RekitError("no sentences to pretrain on")
-    if replace:  # only now that the inputs have been read without error
-        shutil.rmtree(out)
     settings = PretrainSettings(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,
         seed=args.seed, max_minutes=args.max_minutes, precision=args.precision, device=args.device,
-        progress=args.progress, graphs=args.graphs,
+        progress=args.progress, graphs=args.graphs, save_every=args.save_every,
+        save_minutes=args.save_minutes,
     )
     if args.tokenizer_only:
         extra = new_tokens(args.marker, sorted(set(args.entity_types)))
@@ -86,25 +130,47 @@ def run(args) -> int:
               f"use it with: rekit pretrain --tokenizer {out} ...")
         return 0
     seed_everything(args.seed)  # before init: the weights draw from this RNG
-    if args.model == "scratch":
-        # Types seen in the data get their marker tokens now, so fine-tuning adds none.
-        extra = new_tokens(args.marker, sorted(set(args.entity_types)))
-        if args.tokenizer:
-            tokenizer = _saved_tokenizer(args.tokenizer, extra)
-        else:
-            tokenizer = scratch.train_tokenizer(texts, args.scratch_vocab_size, extra, kind=args.scratch_tokenizer)
-        model = scratch_mlm_model(tokenizer, args.scratch_size, 512, args.dropout)
-    else:
-        from transformers import AutoModelForMaskedLM, AutoTokenizer
-
-        from rekit.modeling.backbone import _from_pretrained
-
-        tokenizer = _from_pretrained(AutoTokenizer, args.model)
-        model = _from_pretrained(AutoModelForMaskedLM, args.model)
-    pretrain(model, tokenizer, texts, settings, out)
+    model, tokenizer = build(args, texts, work)
+    try:
+        pretrain(model, tokenizer, texts, settings, out, resume=bool(args.resume),
+                 on_start=lambda: save_args(args, work))
+    except TrainingInterrupted as e:
+        print(f"rekit: interrupted ({e}). Continue with: rekit pretrain --resume {out}", file=sys.stderr)
+        return 130
     print(f"encoder directory: {out}  (log: {out}/pretrain.jsonl)")
     print(f"next: rekit train --model {out} --train {args.train} --output RUN_DIR")
     return 0
+
+
+def save_args(args, work: Path) -> None:
+    from rekit.io import atomic_write_text
+
+    saved = {k: v for k, v in vars(args).items() if k not in ("func", "resume")}
+    atomic_write_text(work / ARGS_FILE, json.dumps(saved, indent=1, default=str) + "\n")
+
+
+def build(args, texts: list[str], work: Path):
+    """The model and tokenizer to pretrain. A resumed run takes the tokenizer it started with
+    (saved in the work directory); its weights come from the saved state."""
+    from rekit.encoding.markers import new_tokens
+    from rekit.modeling import scratch
+    from rekit.training.pretrain import scratch_mlm_model
+
+    if args.model == "scratch":
+        # Types seen in the data get their marker tokens now, so fine-tuning adds none.
+        extra = new_tokens(args.marker, sorted(set(args.entity_types)))
+        if args.resume and (work / "tokenizer").is_dir():
+            tokenizer = _saved_tokenizer(str(work / "tokenizer"), [])
+        elif args.tokenizer:
+            tokenizer = _saved_tokenizer(args.tokenizer, extra)
+        else:
+            tokenizer = scratch.train_tokenizer(texts, args.scratch_vocab_size, extra, kind=args.scratch_tokenizer)
+        return scratch_mlm_model(tokenizer, args.scratch_size, 512, args.dropout), tokenizer
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+    from rekit.modeling.backbone import _from_pretrained
+
+    return _from_pretrained(AutoModelForMaskedLM, args.model), _from_pretrained(AutoTokenizer, args.model)
 
 
 def register(sub) -> None:
@@ -114,11 +180,20 @@ def register(sub) -> None:
         "the training file, plus those of --extra-text files (e.g. the unlabeled test set; their labels, if any, "
         "are never read). Writes a Hugging Face model directory for `rekit train --model DIR`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train", required=True, help="file whose sentences to pretrain on (any format rekit reads, or .txt)")
+    p.add_argument("--train", help="file whose sentences to pretrain on (any format rekit reads, or .txt)")
     p.add_argument("--extra-text", nargs="+", default=[], metavar="FILE",
                    help="more files whose sentences to add (labels ignored), e.g. the unlabeled test file")
-    p.add_argument("--output", required=True, help="encoder directory to write")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty output directory")
+    p.add_argument("--output", help="encoder directory to write (written whole at the end; the work in progress "
+                   "is kept in OUTPUT.partial/)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a non-empty output directory (the old one stays until the new one is complete)")
+    p.add_argument("--resume", metavar="OUTPUT",
+                   help="continue an interrupted `rekit pretrain --output OUTPUT` (crash, kill, Ctrl-C) from its saved "
+                   "state, with its arguments (only --device and --progress may be given again)")
+    p.add_argument("--save-every", type=int, default=0,
+                   help="also save the training state every N steps (0: at epoch ends only; -1: never)")
+    p.add_argument("--save-minutes", type=float, default=5.0,
+                   help="save the state at an epoch end only if the last save is at least this old (0: every epoch end)")
     p.add_argument("--model", default="scratch", help="'scratch' (new tokenizer + random init) or a model to continue pretraining")
     p.add_argument("--scratch-size", default="small", choices=("tiny", "small", "medium", "base"), help="size preset for scratch")
     p.add_argument("--scratch-vocab-size", type=int, default=12000, help="tokenizer vocabulary size for scratch")

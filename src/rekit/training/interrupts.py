@@ -9,6 +9,7 @@ import signal
 import sys
 import threading
 import time
+from typing import Any
 
 import torch
 
@@ -86,3 +87,37 @@ def stop_on_signal():
     finally:
         for s, h in previous.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+STOP_CHECK_EVERY = 25  # DDP: steps between the processes' agreements on whether a signal stops them
+
+
+class StopRequests:
+    """Whether a signal asks the loop to stop, as `halt(step)` sees it. Enter it (a context) to
+    install the handlers (stop_on_signal). Under DDP (`dist` with .ddp) the processes agree on it
+    every STOP_CHECK_EVERY steps and after the last: each process's host runs ahead of its GPU by
+    its own margin, so one Ctrl-C finds them at different steps, and a process that stopped alone
+    would leave the others waiting in an all-reduce (the main one, unsaved)."""
+
+    def __init__(self, dist=None, device: torch.device | None = None):
+        self.dist, self.device = (dist if dist is not None and dist.ddp else None), device
+        self.requested: list[str] = []
+        self._ctx: Any = None
+
+    def __enter__(self) -> StopRequests:
+        self._ctx = stop_on_signal()
+        self.requested = self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._ctx.__exit__(*exc)
+
+    def halt(self, step: int, last: bool = False) -> str | None:
+        """The signal to stop on now, if any."""
+        if self.dist is None:
+            return self.requested[0] if self.requested else None
+        if not last and step % STOP_CHECK_EVERY:
+            return None
+        if not self.dist.any(bool(self.requested), self.device):
+            return None
+        return self.requested[0] if self.requested else "a signal to another process"

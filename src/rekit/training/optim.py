@@ -35,15 +35,6 @@ def _fused(device: torch.device, capturable: bool) -> dict:
     return {"fused": True, "capturable": capturable} if device.type == "cuda" else {}
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate; a GPU-tensor rate (read by CUDA graphs) is filled in place."""
-    for group in optimizer.param_groups:
-        if isinstance(group["lr"], torch.Tensor):
-            group["lr"].fill_(lr)
-        else:
-            group["lr"] = lr
-
-
 def is_fused(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("fused") for group in optimizer.param_groups)
 
@@ -96,6 +87,18 @@ def lr_factor(step: int, total: int, warmup: int, kind: str) -> float:
     if kind == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
     return max(0.0, 1.0 - progress)
+
+
+class LRPlan:
+    """The learning-rate multiplier per step as a callable object (lr_factor), for LambdaLR: its
+    fields may change while training (a time budget shortens `total`), and the scheduler's state
+    dict keeps them (LambdaLR saves a callable object's attributes), so a resume restores them."""
+
+    def __init__(self, total: int, warmup_ratio: float, kind: str):
+        self.total, self.warmup, self.kind = total, int(round(warmup_ratio * total)), kind
+
+    def __call__(self, step: int) -> float:
+        return lr_factor(step, self.total, self.warmup, self.kind)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

@@ -7,33 +7,33 @@ before it sees a single label ("self-pretraining"). The result is an ordinary Hu
 model directory (config.json, model.safetensors, tokenizer files) that `rekit train --model DIR`
 and `AutoModel.from_pretrained(DIR)` load.
 
-The loop is plain: bucketed batches, dynamic masking, AdamW with rekit's warmup + decay
-schedule, bf16 autocast on CUDA. Eager steps compute vocabulary logits only at the masked
+Training runs on the same engine as fine-tuning (engine.py; the pretraining specifics are in
+mlm.py): bucketed batches, dynamic masking, AdamW with rekit's warmup + decay schedule, bf16
+autocast on CUDA, a resumable state, Ctrl-C handling and an atomic final save. Eager steps compute vocabulary logits only at the masked
 positions; on CUDA most steps are CUDA graph replays (training/graphs.py), which compute them at
 every position instead, so that a step's shapes depend on the batch shape only.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import math
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from rekit.encoding.collate import bucket_batches, to_device
-from rekit.io import atomic_write_text
 from rekit.modeling.mlm_data import IGNORE, MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
+from rekit.training import engine, mlm
 from rekit.training import graphs as step_graphs
-from rekit.training.optim import adamw, apply_update, lr_factor, param_groups, set_lr
+from rekit.training.interrupts import release_cuda_memory
+from rekit.training.optim import LRPlan, adamw, param_groups
 
-LOG_FILE, SUMMARY_FILE = "pretrain.jsonl", "pretrain.json"
-FIT_AT = (20, 220, 1020)  # steps at which --max-minutes re-fits the schedule to the measured step time
+LOG_FILE, SUMMARY_FILE = mlm.LOG_FILE, "pretrain.json"
 
 
 @dataclass
@@ -55,6 +55,8 @@ class PretrainSettings:
     device: str = "auto"
     progress: bool = True
     graphs: bool = True  # on CUDA: whole steps replayed as CUDA graphs (training/graphs.py)
+    save_every: int = 0  # training state saved at epoch ends (0), also every N steps (N), or never (-1)
+    save_minutes: float = 5.0  # epoch-end saves at most this often (0: every epoch end); short epochs are common
 
 
 def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):
@@ -132,119 +134,73 @@ def split_corpus(corpus: MLMCorpus, share: float, seed: int) -> tuple[MLMCorpus,
     return corpus.subset(order[n_valid:].tolist()), corpus.subset(order[:n_valid].tolist())
 
 
-def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: str | Path, echo=print) -> dict:
+def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: str | Path, echo=print,
+             resume: bool = False, on_start=None) -> dict:
     """MLM-train `model` on `texts`, save it and its tokenizer to `out_dir`; returns the summary.
 
-    Writes pretrain.jsonl (one line per epoch: train/valid MLM loss, perplexity, lr, time)
-    and pretrain.json (settings, corpus size, final numbers).
+    The run works in `OUT.partial/` (mlm.work_dir): its training state (saved at every epoch end
+    and every `s.save_every` steps; never with -1), the log and the tokenizer. With `resume=True`
+    a saved state there is continued (same texts and settings). The finished directory (model,
+    tokenizer, pretrain.jsonl: one line per epoch; pretrain.json: settings, corpus, final
+    numbers) replaces `out_dir` in one rename. Ctrl-C / SIGTERM: TrainingInterrupted, state saved.
+    `on_start()` is called once the work directory is ready (the CLI saves its arguments there).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    work = mlm.work_dir(out)
     device = resolve_device(s.device)
     amp_dtype = autocast_dtype(s.precision, device)
     seed_everything(s.seed)
-    t_start = time.time()
     corpus = encode_corpus(tokenizer, texts, s.max_length)
     train, valid = split_corpus(corpus, s.valid_share, s.seed)
-    multiple = 8 if device.type == "cuda" else 1
-    collate_train = MLMCollator(train, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
-    collate_valid = MLMCollator(valid, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
     echo(f"pretraining corpus: {len(texts):,} texts, {corpus.n_tokens():,} tokens "
          f"({len(train):,} train / {len(valid):,} held-out sentences), masking {s.masking} {s.mask_prob:.0%}")
-
-    model.to(device).train()
-    graphed = s.graphs and step_graphs.usable(device, 1, amp_dtype) is None
-    optimizer = adamw(param_groups(model, s.weight_decay), s.lr, device, capturable=graphed)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    graphs = None
-    if graphed:
-        forward = lambda **b: all_positions_loss(model, **b)  # noqa: E731
-        graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, s.max_grad_norm)
-    steps_per_epoch = math.ceil(len(train) / s.batch_size)
-    total = s.epochs * steps_per_epoch
-    warmup = int(round(s.warmup_ratio * total))
-    rng = np.random.default_rng(s.seed)
-    gen = torch.Generator().manual_seed(s.seed)
-
-    def eager_step(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One step without a graph; returns the loss detached, so no autograd graph outlives the
-        step (a live one would tie the gradients to this stream and break a later capture)."""
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, amp_dtype):
-            loss = masked_loss(model, batch)
-        (scaler.scale(loss) if scaler else loss).backward()
-        apply_update(model, optimizer, scaler, s.max_grad_norm)
-        return loss.detach()
-
-    log_path = out / LOG_FILE
-    log_path.unlink(missing_ok=True)
-    bar = tqdm(total=total, desc="pretrain", disable=not s.progress, dynamic_ncols=True, leave=False)
-    step, history, budget_note = 0, [], None
-    planned, t_mark, mark_step = total, time.time(), 0
-    epoch = 0
-    while step < total:
-        loss_sum = torch.zeros((), device=device)
-        n_batches = 0
-        for idx in bucket_batches(train.lengths(), s.batch_size, rng):
-            if step >= total:
-                break
-            batch = to_device(collate_train(idx, gen), device)
-            set_lr(optimizer, s.lr * lr_factor(step, total, warmup, s.scheduler))
-            loss = graphs.step({k: batch[k] for k in ("input_ids", "attention_mask", "labels")}) if graphs else None
-            if loss is None:  # eager: the first step, a new batch shape, or no CUDA graphs here
-                loss = eager_step(batch)
-            loss_sum += loss.detach()
-            n_batches += 1
-            step += 1
-            bar.update(1)
-            if s.max_minutes and step in FIT_AT:
-                # Measure the step time after 20 steps (includes start-up costs, so it errs short),
-                # over the next 200, and over the 800 after those (by then every common batch shape
-                # has its CUDA graph: the captures no longer inflate it); fit the schedule each time.
-                now = time.time()
-                per_step = (now - t_mark) / (step - mark_step)
-                t_mark, mark_step = now, step
-                total, budget_note = _fit_budget(step, planned, per_step, s.max_minutes * 60 - (now - t_start),
-                                                 steps_per_epoch)
-                warmup = min(warmup, max(1, int(round(s.warmup_ratio * total))))
-                bar.total = total
-        epoch += 1
-        train_loss = (loss_sum / max(1, n_batches)).item()
-        valid_loss = validation_loss(model, collate_valid, len(valid), 256, device, amp_dtype)
-        row = {"epoch": epoch, "step": step, "lr": float(optimizer.param_groups[0]["lr"]), "train_loss": round(train_loss, 4),
-               "valid_loss": round(valid_loss, 4), "valid_perplexity": round(math.exp(min(valid_loss, 50)), 2),
-               "time": round(time.time() - t_start, 1)}
-        history.append(row)
-        with open(log_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(row) + "\n")
-        bar.set_postfix(loss=f"{train_loss:.3f}", vloss=f"{valid_loss:.3f}", ppl=f"{row['valid_perplexity']:.1f}")
-        if not math.isfinite(train_loss):
-            budget_note = f"stopped: non-finite loss at step {step}"
-            break
-    bar.close()
-
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    t = _trainer(model, tokenizer, train, valid, s, work, device, amp_dtype, echo)
+    if not (resume and t.resume()):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        tokenizer.save_pretrained(work / "tokenizer")  # a resume builds the model on this same vocabulary
+    if on_start is not None:
+        on_start()
+    t.start()
+    oom = False
+    try:
+        with t.stops:
+            engine.run(t)
+    except torch.cuda.OutOfMemoryError:
+        oom = True  # raised below, outside `except`, so the failed step's memory can be freed
+    finally:
+        step_stats = t.close()
+    if oom:
+        release_cuda_memory(device)
+        raise t.out_of_memory(s.batch_size, s.max_length)
+    history, step = t.result.history, t.progress.step
     summary = {"settings": asdict(s), "texts": len(texts), "tokens": corpus.n_tokens(), "train_sentences": len(train),
-               "valid_sentences": len(valid), "steps": step, "epochs_run": epoch, "note": budget_note,
+               "valid_sentences": len(valid), "steps": step, "epochs_run": len(history), "note": t.note,
                "parameters": sum(p.numel() for p in model.parameters()), "device": str(device),
-               "seconds": round(time.time() - t_start, 1), "final": history[-1] if history else {},
-               "step_graphs": graphs.stats() if graphs else None}
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+               "seconds": round(time.time() - t.t0, 1), "final": history[-1] if history else {},
+               "step_graphs": step_stats}
+    mlm.publish(work, out, model, tokenizer, summary)
     if history:
         last = history[-1]
-        echo(f"pretrained {step:,} steps ({epoch} epochs) in {summary['seconds']:.0f}s: MLM loss {last['train_loss']:.3f}, "
-             f"held-out perplexity {last['valid_perplexity']:.1f}" + (f"; {budget_note}" if budget_note else ""))
+        echo(f"pretrained {step:,} steps ({len(history)} epochs) in {summary['seconds']:.0f}s: MLM loss "
+             f"{last['train_loss']:.3f}, held-out perplexity {last['valid_perplexity']:.1f}"
+             + (f"; {t.note}" if t.note else ""))
     return summary
 
 
-def _fit_budget(step: int, planned: int, per_step: float, seconds_left: float, steps_per_epoch: int
-                ) -> tuple[int, str | None]:
-    """Total steps that fit the time left (10 % held back for validation passes and saving),
-    never more than planned: the schedule's decay then still reaches zero at the end."""
-    fits = step + int(max(0.0, seconds_left * 0.9) / max(per_step, 1e-9))
-    if fits >= planned:
-        return planned, None
-    total = max(step + 1, fits)
-    return total, (f"time budget: {total:,} of {planned:,} planned steps ({total / steps_per_epoch:.1f} of "
-                   f"{planned / steps_per_epoch:.0f} epochs) at {per_step * 1000:.0f} ms/step")
+def _trainer(model, tokenizer, train, valid, s: PretrainSettings, work: Path, device, amp_dtype, echo) -> mlm.MLMTrainer:
+    """The pretraining run's collaborators: step, optimizer, the shared LR schedule, collators."""
+    multiple = 8 if device.type == "cuda" else 1
+    collate_train = MLMCollator(train, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
+    collate_valid = MLMCollator(valid, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
+    model.to(device).train()
+    graphed = s.graphs and step_graphs.usable(device, 1, amp_dtype) is None
+    optimizer = adamw(param_groups(model, s.weight_decay), s.lr, device, capturable=graphed)
+    step = mlm.MLMStep(model, optimizer, amp_dtype, s.max_grad_norm, device, graphed, masked_loss, all_positions_loss)
+    plan = LRPlan(s.epochs * math.ceil(len(train) / s.batch_size), s.warmup_ratio, s.scheduler)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
+    validate = functools.partial(validation_loss, model, collate_valid, len(valid), 256, device, amp_dtype)
+    return mlm.MLMTrainer(model, step, scheduler, plan, train, collate_train, s, work, validate, device, echo)
+
+
+_fit_budget = mlm.fit_budget  # the time-budget arithmetic (tests call it by this name)

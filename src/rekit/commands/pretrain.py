@@ -6,9 +6,12 @@ import argparse
 import shutil
 from pathlib import Path
 
+from rekit import lock
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
+from rekit.io import replace_dir, staging_dir
+from rekit.modeling.source import check_model_source
 from rekit.training.rundir import check_new
 
 
@@ -59,7 +62,32 @@ def run(args) -> int:
     for path in [args.train, *args.extra_text]:
         check_file(Path(path))  # a mistyped path fails at once, before torch is imported
     out = check_new(args.output, args.overwrite, what="output directory", resumable=False)
-    replace = out.is_dir() and any(out.iterdir())  # with --overwrite (check_new): removed once the inputs are read
+    if args.model != "scratch":
+        check_model_source(args.model)  # a mistyped --model fails now, before any reading or locking
+    # One writer per output directory (rekit.lock). With --overwrite the old model stays until the
+    # new one is complete: everything is written to a folder beside it, swapped in at the end.
+    with lock.locked(out, "output directory"):
+        replace = out.is_dir() and any(out.iterdir())
+        work = staging_dir(out) if replace else out
+        try:
+            note = _pretrain(args, work)
+        except BaseException:
+            if replace:
+                shutil.rmtree(work, ignore_errors=True)
+            raise
+        if replace:
+            replace_dir(work, out)
+    if args.tokenizer_only:
+        print(f"{note} saved to {out}; use it with: rekit pretrain --tokenizer {out} ...")
+    else:
+        print(f"encoder directory: {out}  (log: {out}/pretrain.jsonl)")
+        print(f"next: rekit train --model {out} --train {args.train} --output RUN_DIR")
+    return 0
+
+
+def _pretrain(args, out: Path) -> str:
+    """Read the texts, build the tokenizer (and model), train, save everything into `out`; returns
+    what was made, in words."""
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts
@@ -69,8 +97,6 @@ def run(args) -> int:
     texts = unique_texts(read_texts([args.train, *args.extra_text], args, args.marker))
     if not texts:
         raise RekitError("no sentences to pretrain on")
-    if replace:  # only now that the inputs have been read without error
-        shutil.rmtree(out)
     settings = PretrainSettings(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
         weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,
@@ -82,9 +108,7 @@ def run(args) -> int:
         tokenizer = scratch.train_tokenizer(texts, args.scratch_vocab_size, extra, kind=args.scratch_tokenizer)
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(out)
-        print(f"tokenizer ({len(tokenizer):,} tokens, {args.scratch_tokenizer}) saved to {out}; "
-              f"use it with: rekit pretrain --tokenizer {out} ...")
-        return 0
+        return f"tokenizer ({len(tokenizer):,} tokens, {args.scratch_tokenizer})"
     seed_everything(args.seed)  # before init: the weights draw from this RNG
     if args.model == "scratch":
         # Types seen in the data get their marker tokens now, so fine-tuning adds none.
@@ -102,9 +126,7 @@ def run(args) -> int:
         tokenizer = _from_pretrained(AutoTokenizer, args.model)
         model = _from_pretrained(AutoModelForMaskedLM, args.model)
     pretrain(model, tokenizer, texts, settings, out)
-    print(f"encoder directory: {out}  (log: {out}/pretrain.jsonl)")
-    print(f"next: rekit train --model {out} --train {args.train} --output RUN_DIR")
-    return 0
+    return "encoder"
 
 
 def register(sub) -> None:

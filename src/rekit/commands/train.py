@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rekit import lock
 from rekit.commands import add_config_flags, explicit_flags
 from rekit.config import RunConfig
 from rekit.data.formats.source import check_file
@@ -21,6 +22,7 @@ RESUME_HELP = ("--device", "--progress/--no-progress", "--grad-accum", "--oom-re
 def resume_config(args) -> RunConfig:
     """The run directory's own config.yaml, with only the harmless flags applied."""
     run = Path(args.resume)
+    lock.check_free(run)  # a run another process is writing (maybe not yet its config.yaml): say so
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run} is not a rekit run directory (no config.yaml); nothing to resume")
     flags = explicit_flags(args)

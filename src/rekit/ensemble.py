@@ -36,11 +36,17 @@ def model_dirs(run_dir: str | Path, allow_partial: bool = False, echo=None) -> l
     run = Path(run_dir)
     if (run / SPEC_FILE).is_file() and weight_files(run):  # a single model directory works too
         return [run]
-    done, expected = rundir.finished_folds(run), rundir.expected_folds(run)
     started = sorted(int(d.name[5:]) for d in run.glob("fold-*") if d.name[5:].isdigit())
-    expected = max([expected or 0, *(k + 1 for k in started)])
+    if not (run / rundir.CONFIG).is_file() and not (run / rundir.STATE).is_file():
+        # Not made by `rekit train` (fold model directories put together by hand): no notion of
+        # finished folds; every complete model counts.
+        done = [k for k in started if rundir.model_complete(run / f"fold-{k}")]
+        expected = len(done)
+    else:
+        done, expected = rundir.finished_folds(run), rundir.expected_folds(run) or 0
+        expected = max([expected, *(k + 1 for k in started)])
     if not done:
-        raise RekitError(f"{run} holds no finished fold models (fold-*/ with result.json and {WEIGHTS_FILE}); "
+        raise RekitError(f"{run} holds no trained models (no finished fold-*/ with result.json and {WEIGHTS_FILE}); "
                          "is it a finished rekit run?")
     missing = [k for k in range(expected) if k not in done]
     if missing and not allow_partial:

@@ -10,6 +10,7 @@ from rekit.commands import add_config_flags, explicit_flags
 from rekit.config import RunConfig
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
+from rekit.modeling.source import check_model_source
 
 # Flags that may accompany --resume: they change how the run is executed, not what it computes
 # (accumulation is exact, so --grad-accum only changes memory use: the way out after an OOM).
@@ -47,6 +48,7 @@ def run(args) -> int:
         cfg = RunConfig.from_yaml(args.config, flags) if args.config else RunConfig.from_dict({}, flags)
         if cfg.data.train:
             check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported
+        check_model_source(cfg.model.model)  # so does a missing --model path, a link loop, pickle-only weights
     from rekit.training.cv import train_cv
     from rekit.training.distributed import env_rank
 

@@ -15,7 +15,7 @@ from rekit.data.labels import LabelMap
 from rekit.errors import RekitError
 
 SPEC_FILE, LABELS_FILE, CONFIG_FILE = "rekit.json", "labels.json", "config.json"
-PICKLE_WEIGHTS = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
+UNSAFE_WEIGHT_FILES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
 # safetensors files of a fold directory that are not model weights.
 NOT_WEIGHTS = ("oof.safetensors",)
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
@@ -110,8 +110,8 @@ def check_model_dir(d: str | Path) -> LabelMap:
                              f"{len(label_map)} labels; the two files do not belong together")
     files = weight_files(d)
     if not files:
-        pickled = [n for n in PICKLE_WEIGHTS if (d / n).exists()]
-        why = (f"only {pickled[0]} (pickle), which rekit never loads" if pickled else "none")
+        unsafe = [n for n in UNSAFE_WEIGHT_FILES if (d / n).exists()]
+        why = (f"only {unsafe[0]} (pickle), which rekit never loads" if unsafe else "none")
         raise ModelFileError(f"{d}: no safetensors weights ({why})")
     out = _output_size({p: safetensors_header(p) for p in files})
     if out is not None and out[1] != len(label_map):

@@ -3,7 +3,7 @@
 `scratch`, a local model directory, or a Hugging Face hub name (`owner/name`). A path that exists
 on disk (a symlink included, even a broken or looping one) is always local: it never becomes a
 hub request. A local directory needs a readable config.json and whole safetensors weights (rekit
-never loads pickled weights). Nothing here imports torch or transformers.
+never loads unsafe weights). Nothing here imports torch or transformers.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 
 from rekit.errors import RekitError
-from rekit.modeling.integrity import PICKLE_WEIGHTS, safetensors_header
+from rekit.modeling.integrity import UNSAFE_WEIGHT_FILES, safetensors_header
 
 # owner/name as the hub spells it: letters, digits, '-', '_', '.'; no '--' or '..'.
 HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
@@ -61,9 +61,9 @@ def check_local_model(path: Path, flag: str = "--model") -> None:
         raise RekitError(f"{config}: not valid JSON ({e})") from None
     weights = sorted(real.glob("*.safetensors"))
     if not weights:
-        pickled = [n for n in PICKLE_WEIGHTS if (real / n).exists()]
-        if pickled:
-            raise RekitError(f"{flag} {path}: its weights are only in {pickled[0]} (pickle), which rekit never loads; "
+        unsafe = [n for n in UNSAFE_WEIGHT_FILES if (real / n).exists()]
+        if unsafe:
+            raise RekitError(f"{flag} {path}: its weights are only in {unsafe[0]} (pickle), which rekit never loads; "
                              "convert them to model.safetensors (save_pretrained with safe_serialization)")
         raise RekitError(f"{flag} {path}: no weights there (model.safetensors)")
     for w in weights:

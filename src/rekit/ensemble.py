@@ -23,19 +23,46 @@ from rekit.data.schema import Record
 from rekit.encoding.tokenize import REEncoder
 from rekit.errors import RekitError
 from rekit.modeling.inference import predict_proba
+from rekit.modeling.integrity import check_model_dir, weight_files
 from rekit.modeling.model import SPEC_FILE, WEIGHTS_FILE, REModel
 from rekit.runtime import autocast_dtype, compile_blocks, resolve_device
+from rekit.training import rundir
 
 
-def model_dirs(run_dir: str | Path) -> list[Path]:
+def model_dirs(run_dir: str | Path, allow_partial: bool = False, echo=None) -> list[Path]:
+    """The fold model directories of a run that count: finished folds only (result.json and a
+    complete model). A run with unfinished folds is refused unless `allow_partial`; then `echo`
+    (if given) is told which folds are used. A single model directory is returned as it is."""
     run = Path(run_dir)
-    if (run / WEIGHTS_FILE).is_file():  # a single model directory works too
+    if (run / SPEC_FILE).is_file() and weight_files(run):  # a single model directory works too
         return [run]
-    dirs = sorted((d for d in run.glob("fold-*") if (d / WEIGHTS_FILE).is_file() and (d / SPEC_FILE).is_file()),
-                  key=lambda d: int(d.name[5:]) if d.name[5:].isdigit() else 0)
-    if not dirs:
-        raise RekitError(f"{run} holds no trained models (no fold-*/{WEIGHTS_FILE}); is it a finished rekit run?")
-    return dirs
+    started = sorted(int(d.name[5:]) for d in run.glob("fold-*") if d.name[5:].isdigit())
+    if not (run / rundir.CONFIG).is_file() and not (run / rundir.STATE).is_file():
+        # Not made by `rekit train` (fold model directories put together by hand): no notion of
+        # finished folds; every complete model counts.
+        done = [k for k in started if rundir.model_complete(run / f"fold-{k}")]
+        expected = len(done)
+    else:
+        done, expected = rundir.finished_folds(run), rundir.expected_folds(run) or 0
+        expected = max([expected, *(k + 1 for k in started)])
+    if not done:
+        raise RekitError(f"{run} holds no trained models (no finished fold-*/ with result.json and {WEIGHTS_FILE}); "
+                         "is it a finished rekit run?")
+    missing = [k for k in range(expected) if k not in done]
+    if missing and not allow_partial:
+        status = rundir.read_state(run).get("status", "unknown")
+        raise RekitError(f"{run} is unfinished (status {status}): {_folds(missing)} not finished, only "
+                         f"{_folds(done)}; finish it with `rekit train --resume {run}`, or pass --allow-partial "
+                         "to predict with the finished folds only")
+    if missing and echo is not None:
+        echo(f"--allow-partial: {run}: using {len(done)} of {expected} folds ({_folds(done)}); "
+             f"{_folds(missing)} not finished")
+    return [run / f"fold-{k}" for k in done]
+
+
+def _folds(ks: Sequence[int]) -> str:
+    """Fold directory names, as on disk."""
+    return ", ".join(f"fold-{k}" for k in ks)
 
 
 class Ensemble:
@@ -63,19 +90,22 @@ class Ensemble:
             raise RekitError(f"--compile compiles the fold models' layers for a CUDA device; this run uses {self.device}")
         self.compile = compile
         self._cache: dict[int, tuple] = {}
-        self.label_map_: LabelMap = LabelMap.load(self.dirs[0] / "labels.json")
+        # Every member's files are checked now (headers only), before any input is read or predicted.
+        self.label_map_: LabelMap = check_model_dir(self.dirs[0])
         for d in self.dirs[1:]:
-            if LabelMap.load(d / "labels.json").labels != self.label_map_.labels:
+            if check_model_dir(d).labels != self.label_map_.labels:
                 raise RekitError(f"{d} has a different label map from {self.dirs[0]}; cannot ensemble them")
 
     @classmethod
-    def load(cls, run_dir: str | Path, **kw) -> "Ensemble":
-        return cls(model_dirs(run_dir), **kw)
+    def load(cls, run_dir: str | Path, allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
+        """The finished fold models of a run (see `model_dirs` for `allow_partial` and `echo`)."""
+        return cls(model_dirs(run_dir, allow_partial, echo), **kw)
 
     @classmethod
-    def load_runs(cls, run_dirs: Sequence[str | Path], run_weights: Sequence[float] | None = None, **kw) -> "Ensemble":
+    def load_runs(cls, run_dirs: Sequence[str | Path], run_weights: Sequence[float] | None = None,
+                  allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
         """All fold models of several runs; run k's weight is split equally among its folds."""
-        groups = [model_dirs(r) for r in run_dirs]
+        groups = [model_dirs(r, allow_partial, echo) for r in run_dirs]
         if run_weights is not None and len(run_weights) != len(groups):
             raise RekitError(f"{len(run_weights)} run weights given for {len(groups)} runs")
         rw = [1.0] * len(groups) if run_weights is None else list(run_weights)

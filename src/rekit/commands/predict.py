@@ -10,6 +10,7 @@ from pathlib import Path
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
 from rekit.data.formats.source import check_file
 from rekit.errors import RekitError
+from rekit.io import check_output
 
 
 def _check_paths(args) -> None:
@@ -23,13 +24,19 @@ def _check_paths(args) -> None:
         if target and Path(target).is_dir():
             raise RekitError(f"--{flag} {target} is a directory; name a file in it, e.g. "
                              f"{Path(target) / ('submission.csv' if flag == 'output' else 'report.json')}")
+        if target:
+            check_output(target, f"--{flag}")  # a read-only or missing folder fails now, not after predicting
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
 
 
 def _load_ensemble(args):
     from rekit.ensemble import Ensemble, oof_run_weights
 
     kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True,
-              compile=args.compile)
+              compile=args.compile, allow_partial=args.allow_partial, echo=_stderr)
     if len(args.run_dir) == 1 and not args.fit_weights:
         return Ensemble.load(args.run_dir[0], weights=args.weights, **kw)
     if args.weights:
@@ -86,6 +93,7 @@ def predict(args) -> int:
 
     ens = _load_ensemble(args)
     records = _read_input(args)
+    check_output(args.output, need_bytes=len(records) * (12 * len(ens.label_map_) + 64))  # room for the file
     probs = _adapt(args, ens, ens.predict_proba(records))
     write_predictions(args.output, records, probs, ens.label_map_)
     print(f"wrote {len(records):,} predictions ({len(ens.dirs)} fold models averaged) to {args.output}")
@@ -142,6 +150,9 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
                    "about 12 s once, then predicts about 8%% faster (BENCHMARKS.md): for large inputs, with --batch-size 1024")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow model code from the run directory (trusted sources only)")
+    p.add_argument("--allow-partial", action="store_true",
+                   help="predict with the finished folds of a run whose other folds did not finish (it says which "
+                   "folds it uses); without it such a run is refused")
     add_config_flags(p, only=READ_FIELDS, sections=("data",))
 
 

@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+from rekit import lock
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
+from rekit.modeling.source import check_model_source
 from rekit.training.rundir import check_new
 
 
@@ -102,6 +104,16 @@ def run(args) -> int:
     if args.resume:
         args = resumed_args(args)
     out = check_args(args)
+    if args.model != "scratch":
+        check_model_source(args.model)  # a mistyped --model fails now, before any reading or locking
+    # One writer per output directory (rekit.lock). The engine builds the model in OUT.partial/
+    # and replaces OUT only once the new one is complete, so --overwrite keeps the old one till then.
+    with lock.locked(out, "output directory"):
+        return _pretrain(args, out)
+
+
+def _pretrain(args, out: Path) -> int:
+    """Read the texts, build the tokenizer (and model), train and publish into `out`."""
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.modeling.mlm_data import unique_texts

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rekit.errors import ConfigError
+from rekit.errors import ConfigError, RekitError
 
 COLUMNS = (  # header, key in the run's config
     ("model", "model"), ("marker", "marker"), ("head", "head"), ("lr", "lr"), ("epochs", "epochs"),
@@ -47,27 +47,46 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _row(run_dir: Path, name: str) -> tuple[list[str], object]:
+    """One listing row and its run; a run whose files are malformed raises (see `list_runs`)."""
+    from rekit.report.rundata import load_run
+
+    r = load_run(run_dir)
+    row = [name, r.status, _score_cell(r, "micro_f1"), _score_cell(r, "auprc"),
+           *(_fmt(r.setting(key)) for _, key in COLUMNS), _folds_cell(r)]
+    for metric in ("micro_f1", "auprc"):
+        r.score(metric)  # a malformed score fails here, not while sorting
+    return row, r
+
+
 def list_runs(root: Path, sort: str = "name") -> str:
-    from rekit.report.rundata import find_runs, load_run
+    """A table of the runs under `root`. A run with malformed files is listed as unreadable (the
+    reason is printed below the table); it never hides the others."""
+    from rekit.report.rundata import find_runs
 
     if not root.is_dir():
         raise ConfigError(f"{root}: no such directory")
-    runs = [load_run(p) for p in find_runs(root)]
-    if not runs:
+    paths = find_runs(root)
+    if not paths:
         return f"no run directories under {root}"
+    good, bad = [], []
+    for p in paths:
+        name = os.path.relpath(p, root) if p != root else p.name
+        try:
+            good.append(_row(p, name))
+        except (RekitError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+            bad.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
     if sort in ("micro_f1", "auprc"):
-        runs.sort(key=lambda r: -(r.score(sort)[0] if r.score(sort)[0] is not None else float("-inf")))
+        good.sort(key=lambda x: -(x[1].score(sort)[0] if x[1].score(sort)[0] is not None else float("-inf")))
     elif sort == "time":
-        runs.sort(key=lambda r: r.state.get("updated", ""))
-    rows = []
-    for r in runs:
-        name = os.path.relpath(r.dir, root) if r.dir != root else r.dir.name
-        rows.append([name, r.status, _score_cell(r, "micro_f1"), _score_cell(r, "auprc"),
-                     *(_fmt(r.setting(key)) for _, key in COLUMNS), _folds_cell(r)])
+        good.sort(key=lambda x: x[1].state.get("updated", ""))
     header = ["run", "status", "micro-F1", "AUPRC", *(h for h, _ in COLUMNS), "folds"]
+    rows = [row for row, _ in good] + [[name, "unreadable", *["-"] * (len(header) - 2)] for name, _ in bad]
     out = table(rows, header)
-    if any(r.score("micro_f1")[1] == "folds" for r in runs):
+    if any(r.score("micro_f1")[1] == "folds" for _, r in good):
         out += "\n* mean of the folds that ran (no out-of-fold score: only some folds were trained)"
+    for name, why in bad:
+        out += f"\nunreadable {name}: {why}"
     return out
 
 

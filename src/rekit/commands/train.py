@@ -5,10 +5,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from rekit import lock
 from rekit.commands import add_config_flags, explicit_flags
 from rekit.config import RunConfig
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
+from rekit.modeling.source import check_model_source
 
 # Flags that may accompany --resume: they change how the run is executed, not what it computes
 # (accumulation is exact, so --grad-accum only changes memory use: the way out after an OOM).
@@ -21,6 +23,7 @@ RESUME_HELP = ("--device", "--progress/--no-progress", "--grad-accum", "--oom-re
 def resume_config(args) -> RunConfig:
     """The run directory's own config.yaml, with only the harmless flags applied."""
     run = Path(args.resume)
+    lock.check_free(run)  # a run another process is writing (maybe not yet its config.yaml): say so
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run} is not a rekit run directory (no config.yaml); nothing to resume")
     flags = explicit_flags(args)
@@ -45,6 +48,7 @@ def run(args) -> int:
         cfg = RunConfig.from_yaml(args.config, flags) if args.config else RunConfig.from_dict({}, flags)
         if cfg.data.train:
             check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported
+        check_model_source(cfg.model.model)  # so does a missing --model path, a link loop, pickle-only weights
     from rekit.training.cv import train_cv
     from rekit.training.distributed import env_rank
 

@@ -6,7 +6,6 @@ import contextlib
 import os
 import socket
 from collections.abc import Sequence
-from pathlib import Path
 from urllib.parse import urlparse
 
 import torch
@@ -17,6 +16,7 @@ from rekit.encoding.markers import new_tokens
 from rekit.errors import RekitError
 from rekit.modeling import scratch
 from rekit.modeling.model import ModelSpec, REModel
+from rekit.modeling.source import check_model_source
 
 
 def hub_reachable(timeout: float = 3.0) -> bool:
@@ -36,7 +36,7 @@ def _from_pretrained(loader, name: str, **kw):
     try:
         return loader.from_pretrained(name, local_files_only=True, **kw)
     except (OSError, ValueError) as e:
-        if Path(name).exists():
+        if os.path.lexists(name):  # a local path (even a broken link or a loop) is never a hub name
             raise RekitError(f"cannot load model from {name}: {str(e).splitlines()[0]}") from None
     if not hub_reachable():
         raise RekitError(
@@ -47,6 +47,16 @@ def _from_pretrained(loader, name: str, **kw):
         return loader.from_pretrained(name, **kw)
     except (OSError, ValueError) as e:
         raise RekitError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
+
+
+def check_backbone(cfg: ModelConfig) -> None:
+    """Before a run is created: `--model` is scratch or its config loads (local directory, cache,
+    or the hub if it answers), so a mistyped name leaves nothing behind."""
+    check_model_source(cfg.model)  # milliseconds: paths, symlinks, config.json, safetensors headers
+    if cfg.model != "scratch":
+        from transformers import AutoConfig
+
+        _from_pretrained(AutoConfig, cfg.model, trust_remote_code=cfg.trust_remote_code)
 
 
 @contextlib.contextmanager

@@ -25,6 +25,16 @@ def _json(path: Path):
         return None
 
 
+def _json_object(path: Path) -> dict | None:
+    """A JSON object file; None if absent; ConfigError naming the file if it is there but malformed."""
+    if not path.is_file():
+        return None
+    data = _json(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: malformed (not a JSON object)")
+    return data
+
+
 @dataclass
 class RunData:
     dir: Path
@@ -63,9 +73,11 @@ class RunData:
             with open(self.dir / "metrics.jsonl", encoding="utf-8") as f:
                 for line in f:
                     try:
-                        rows.append(json.loads(line))
+                        row = json.loads(line)
                     except ValueError:
                         continue  # a line cut by a crash
+                    if isinstance(row, dict):  # anything else is not a metrics row
+                        rows.append(row)
         except OSError:
             pass
         return rows
@@ -81,18 +93,24 @@ def load_run(path: str | Path) -> RunData:
         raise ConfigError(f"{run} is not a run directory (no config.yaml and state.json)")
     try:
         config = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as e:
-        raise ConfigError(f"{run / 'config.yaml'}: cannot read ({e})") from None
-    summary = _json(run / "summary.json")
+    except (OSError, ValueError, yaml.YAMLError) as e:  # ValueError: not UTF-8
+        raise ConfigError(f"{run / 'config.yaml'}: cannot read ({str(e).splitlines()[0]})") from None
+    if not isinstance(config, dict) or not all(isinstance(v, dict) for v in config.values()):
+        raise ConfigError(f"{run / 'config.yaml'}: malformed (expected data/model/train sections)")
+    summary = _json_object(run / "summary.json")
+    if summary is not None and not isinstance(summary.get("cv", {}), dict):
+        raise ConfigError(f"{run / 'summary.json'}: malformed (cv is not an object)")
     folds = []
     for d in sorted(run.glob("fold-*"), key=lambda p: (len(p.name), p.name)):
         result = _json(d / "result.json")
-        if result:
+        if isinstance(result, dict) and isinstance(result.get("best", {}), dict):
             folds.append(result)
-    labels_file = _json(run / "labels.json") or {}
+    labels_file = _json(run / "labels.json")
+    labels_file = labels_file if isinstance(labels_file, dict) else {}
     labels = list(labels_file.get("labels") or (summary or {}).get("labels") or [])
     no_rel = labels_file.get("no_relation", (summary or {}).get("no_relation"))
-    return RunData(run, config if isinstance(config, dict) else {}, _json(run / "state.json") or {}, summary,
+    state = _json(run / "state.json")
+    return RunData(run, config, state if isinstance(state, dict) else {}, summary,
                    folds, labels, no_rel)
 
 

@@ -27,6 +27,7 @@ from rekit.io import atomic_path, atomic_write_text
 
 STATE_FILE = "train_state.json"
 FORMAT = "rekit-train-state/1"
+RECORD_KEYS = ("format", "step", "tensors", "state")  # train_state.json's keys, no others
 _TENSOR_FILE = re.compile(r"train_state-\d{8}\.safetensors")
 
 
@@ -127,6 +128,10 @@ def _record(fold_dir: Path) -> dict | None:
         raise RekitError(f"{path}: unreadable training state ({e}); delete it to restart this fold") from None
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise RekitError(f"{path}: not a rekit training state ({FORMAT}); delete it to restart this fold")
+    unknown = sorted(set(record) - set(RECORD_KEYS))
+    if unknown or not isinstance(record.get("step"), int) or not isinstance(record.get("state"), dict):
+        what = f"unknown key(s) {', '.join(map(repr, unknown))}" if unknown else "a missing or malformed step or state"
+        raise RekitError(f"{path}: {what} (expected {', '.join(RECORD_KEYS)}); delete it to restart this fold")
     # The file name comes from disk: accept only our own names (no paths out of the fold directory).
     if not isinstance(record.get("tensors"), str) or not _TENSOR_FILE.fullmatch(record["tensors"]):
         raise RekitError(f"{path}: names an unexpected tensor file {record.get('tensors')!r}")

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from rekit import lock
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
@@ -28,7 +29,7 @@ from rekit.encoding.tokenize import REEncoder
 from rekit.errors import ConfigError, DataError, RekitError
 from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
-from rekit.modeling.backbone import build_model, check_max_length, count_parameters, load_tokenizer
+from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
 from rekit.modeling.model import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
@@ -92,23 +93,41 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
     dist, device_name = distributed.from_env(t.parallel, t.device)
     if not dist.is_main:  # torchrun: the main process owns the run directory and its files
         return _train_worker(cfg, dist, device_name, echo, callbacks, resume)
-    records = None
+    if not t.output:
+        raise ConfigError(f"no run directory: pass {'--resume' if resume else '--output'} RUN_DIR")
+    # One writer per run directory (rekit.lock): a second train/--overwrite/--resume refuses at once.
+    with lock.locked(t.output):
+        return _train_main(cfg, echo, callbacks, resume, tracker, dist, device_name)
+
+
+def _open_run(cfg: RunConfig, resume: bool, echo) -> tuple[Path, list[Record] | None]:
+    """The run directory, reopened to resume or created anew (after every check that can fail)."""
+    t = cfg.train
     if resume:
         run = rundir.reopen(t.output)
+        rundir.check_resumable(run)  # a damaged train_state.json fails now, not after encoding
+        return run, None
+    # Read before --overwrite removes anything: a training file that cannot be read, or a
+    # mistyped --model, leaves an existing run as it was and creates no new one.
+    rundir.check_new(t.output, t.overwrite)
+    check_backbone(cfg.model)
+    records = read_training_data(cfg, echo)
+    run = rundir.create(t.output, t.overwrite)
+    atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
+    rundir.write_state(run, "running")
+    return run, records
+
+
+def _train_main(cfg: RunConfig, echo, callbacks, resume: bool, tracker, dist, device_name: str) -> dict:
+    """The main process, holding the run's lock: open the run, train, record how it ended."""
+    run, records = _open_run(cfg, resume, echo)
+    if resume:
         state = rundir.read_state(run)
         if state.get("status") == "finished" and (run / "summary.json").is_file():
             echo(f"{run} has finished already; nothing to resume")
             return json.loads((run / "summary.json").read_text(encoding="utf-8"))
         rundir.remove_temp_files(run)
         rundir.write_state(run, "running", resumed=int(state.get("resumed", 0)) + 1)
-    else:
-        # Read before --overwrite removes anything: a training file that cannot be read leaves an
-        # existing run as it was.
-        rundir.check_new(t.output, t.overwrite)
-        records = read_training_data(cfg, echo)
-        run = rundir.create(t.output, t.overwrite)
-        atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
-        rundir.write_state(run, "running")
     dist.barrier()  # the other processes may now read the run directory
     try:
         with tracker.attached(run, cfg):

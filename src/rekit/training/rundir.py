@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
-from rekit.errors import ConfigError
+from rekit.errors import ConfigError, RekitError
 from rekit.io import atomic_path, atomic_write_text
 
 STATE, RESULT, FOLD_OOF = "state.json", "result.json", "oof.safetensors"
@@ -109,6 +110,55 @@ def folds_done(run: Path) -> list[int]:
 
 def fold_dirs(run: Path) -> list[Path]:
     return [run / f"fold-{k}" for k in folds_done(run)]
+
+
+# A fold model is complete when REModel.save wrote its last file (rekit.json) after these.
+MODEL_FILES = ("config.json", "labels.json", "rekit.json")
+
+
+def model_complete(fold_dir: Path) -> bool:
+    """The fold directory holds a whole saved model: config, labels, spec and safetensors weights."""
+    weights = [p for p in fold_dir.glob("*.safetensors") if p.name != FOLD_OOF and not p.name.startswith("train_state")]
+    return bool(weights) and all((fold_dir / name).is_file() for name in MODEL_FILES)
+
+
+def finished_folds(run: Path) -> list[int]:
+    """Folds that count for predictions: done (result.json + out-of-fold file) and a complete model."""
+    return [k for k in folds_done(run) if model_complete(run / f"fold-{k}")]
+
+
+def read_config(run: Path) -> dict:
+    """The run's config.yaml as plain data; one line naming the file if it is unreadable."""
+    path = run / CONFIG
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise RekitError(f"{path}: cannot read ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise RekitError(f"{path}: not UTF-8 text (byte {e.start}); the file is damaged") from None
+    except yaml.YAMLError as e:
+        raise RekitError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise RekitError(f"{path}: not a rekit run config (expected data/model/train sections)")
+    return data
+
+
+def expected_folds(run: Path) -> int | None:
+    """How many folds the run trains (its config's train.folds), or None without a config.yaml."""
+    if not (run / CONFIG).is_file():
+        return None
+    folds = read_config(run).get("train", {}).get("folds", 5)
+    if not isinstance(folds, int) or isinstance(folds, bool) or folds < 1:
+        raise RekitError(f"{run / CONFIG}: train.folds must be a positive integer, found {folds!r}")
+    return folds
+
+
+def check_resumable(run: Path) -> None:
+    """Before a resume does any work: every fold's saved training state is readable."""
+    from rekit.training.checkpoint import saved_step
+
+    for d in sorted(run.glob("fold-*")):
+        saved_step(d)
 
 
 def file_digest(path: str | Path) -> str:

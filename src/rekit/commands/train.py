@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from rekit.commands import add_config_flags, explicit_flags
-from rekit.config import RunConfig
+from rekit.config import RunConfig, read_yaml
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 
@@ -37,11 +37,26 @@ def resume_config(args) -> RunConfig:
     return cfg
 
 
+def _auto_progress(args, flags: dict) -> dict:
+    """Without --progress/--no-progress (or a config file that sets it), bars are shown only when
+    stderr is a terminal: redrawn bars fill a log file with noise."""
+    if "progress" in flags or sys.stderr.isatty():
+        return flags
+    if args.config and not args.resume:
+        data = read_yaml(args.config)
+        if isinstance(data, dict) and ("progress" in data or "progress" in (data.get("train") or {})):
+            return flags
+    return {**flags, "progress": False}
+
+
 def run(args) -> int:
     if args.resume:
+        auto = _auto_progress(args, explicit_flags(args))
+        if "progress" in auto:
+            args.progress = auto["progress"]
         cfg = resume_config(args)
     else:
-        flags = explicit_flags(args)
+        flags = _auto_progress(args, explicit_flags(args))
         cfg = RunConfig.from_yaml(args.config, flags) if args.config else RunConfig.from_dict({}, flags)
         if cfg.data.train:
             check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported

@@ -319,7 +319,7 @@ def test_two_identical_scratch_runs_are_identical(tmp_path, data):
         run = tmp_path / name
         proc = subprocess.run([sys.executable, "-m", "rekit.cli", "train", "--train", str(path), "--output", str(run),
                                "--seed", "7", "--deterministic", "--device", "cpu", *TINY, "--scratch-vocab-size",
-                               "2000", "--folds", "1"], capture_output=True, text=True,
+                               "2000", "--folds", "1", "--valid-ratio", "0.3"], capture_output=True, text=True,
                               env={**os.environ, "PYTHONPATH": SRC, "PYTHONHASHSEED": "random"}, timeout=600)
         assert proc.returncode == 0, proc.stderr
         runs.append(run)

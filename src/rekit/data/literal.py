@@ -14,8 +14,6 @@ import unicodedata
 MAX_CELL_CHARS = 64 * 1024  # an entity cell holds a few words and two numbers
 MAX_NUMBER_CHARS = 100  # longer numbers are kept as `HugeNumber` (int() refuses > 4,300 digits)
 
-Scalar = str | int | float | bool | None  # (or a HugeNumber)
-
 
 class LiteralError(ValueError):
     """The text is not an acceptable flat dict literal; the message says why."""
@@ -35,6 +33,9 @@ class HugeNumber:
         return f"<a number with {self.digits:,} digits>"
 
     __str__ = __repr__
+
+
+Scalar = str | int | float | bool | None | HugeNumber
 
 
 def parse_json_number(token: str) -> int | float | HugeNumber:

@@ -89,9 +89,9 @@ class ReadReport:
         issues = self.issues
         for issue in issues[:3]:
             lines.append(f"  {issue.action} row {issue.row}: {issue.problem}")
-        where = f"the read report {report_path}" if report_path else "the read report (ReadReport.save)"
         if len(issues) > 3:
-            lines.append(f"  ... and {len(issues) - 3:,} more (every row is listed in {where})")
+            where = f" (every row is listed in the read report {report_path})" if report_path else ""
+            lines.append(f"  ... and {len(issues) - 3:,} more{where}")
         elif issues and report_path:
             lines.append(f"  read report: {report_path}")
         return "\n".join(lines)
@@ -203,16 +203,16 @@ class RecordReader(Iterator[Record]):
         self._ctx = Context(str(path), self.options.columns, self.options.entity_keys, self.report.notes)
         if detected.note:
             self._ctx.note(detected.note)
-        self._records: Iterator[Record] | None = None
+        self._records: Iterator[Record | Unreadable] | None = None
         self._stream = None
 
     def __iter__(self) -> RecordReader:
         return self
 
-    def __next__(self) -> Record:
+    def __next__(self) -> Record:  # (or an Unreadable, with keep_all)
         if self._records is None:
             self._records = self._run()
-        return next(self._records)
+        return next(self._records)  # type: ignore[return-value]
 
     def close(self) -> None:
         if self._records is not None:
@@ -239,7 +239,7 @@ class RecordReader(Iterator[Record]):
             return legacy_tsv.read_rows(lines, self._ctx)
         return jsonl.read_rows(lines, self._ctx)
 
-    def _run(self) -> Iterator[Record]:
+    def _run(self) -> Iterator[Record | Unreadable]:
         try:
             yield from self._process(self._raw_rows())
         except UnicodeError as e:  # from a text stream (JSON, non-UTF-8 encodings)
@@ -250,7 +250,7 @@ class RecordReader(Iterator[Record]):
             if self._stream is not None:
                 self._stream.close()
 
-    def _process(self, raw: Iterator[RawRow | BadRow]) -> Iterator[Record]:
+    def _process(self, raw: Iterator[RawRow | BadRow]) -> Iterator[Record | Unreadable]:
         report, opts = self.report, self.options
         head = list(islice(raw, DETECT_ROWS))
         self._decide_offsets(head)

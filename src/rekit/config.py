@@ -42,15 +42,21 @@ class DataConfig:
     train: str | None = _f(None, "training file (.csv community layout, .json KLUE, .tsv legacy, .jsonl rekit)")
     format: str | None = _f(None, "input format; default: detect from extension and columns",
                             ("klue-json", "csv", "tsv-legacy", "jsonl"))
-    on_mismatch: str = _f("error", "a row whose entity span does not match its text: error, repair (find the text) or skip",
-                          ("error", "repair", "skip"))
-    on_bad_row: str = _f("error", "any other malformed row: error or skip (skips are counted and reported)", ("error", "skip"))
+    on_mismatch: str = _f("auto", "a row whose entity span does not match its text: auto (repair it when the right "
+                          "place is certain, else treat it as a bad row), repair (also take the nearest of several "
+                          "occurrences), skip, or error", ("auto", "repair", "skip", "error"))
+    on_bad_row: str = _f("auto", "a malformed row (or a span auto can't repair): auto (skip while at most "
+                         "--max-skip-share of the rows; prediction keeps every row), skip (any number), or error",
+                         ("auto", "skip", "error"))
     offsets: str = _f("auto", "entity end-offset convention of the input", ("auto", "inclusive", "exclusive"))
     columns: dict = _f({}, "explicit column mapping, e.g. label=relation (keys: id sentence subject object label source)")
     entity_keys: dict = _f({}, "explicit keys inside entity cells, e.g. text=name (keys: text start end type)")
     max_train_samples: int | None = _f(None, "use only the first N training rows (cheap smoke runs)")
     labels: str = _f("auto", "label set: auto (KLUE order when the labels fit), klue-re, klue-re-legacy, or a labels.json path")
     no_relation_label: str = _f("auto", "the no-relation label (excluded from micro-F1); 'none' if the data has none")
+    strict: bool = _f(False, "stop at the first row with a wrong span or any other problem (no repairs, no skips)")
+    max_skip_share: float = _f(0.01, "largest share of training rows skipped as unreadable or unrepairable before "
+                               "it is an error (0.01 = 1 %)")
 
 
 @dataclass

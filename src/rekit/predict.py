@@ -18,8 +18,50 @@ from rekit.metrics import confusion, evaluate, per_class_report
 from rekit.training.rundir import probs_cell
 
 
+READ_REPORT_SUFFIX = ".read_report.json"  # submission.csv -> submission.csv.read_report.json
+
+
+def read_report_path(output: str | Path) -> Path:
+    """Where predict/evaluate keep the read report of their input: beside the output file."""
+    output = Path(output)
+    return output.with_name(output.name + READ_REPORT_SUFFIX)
+
+
+def save_read_report(report, path: str | Path | None) -> None:
+    """Keep a `ReadReport` at `path` (None: nowhere); a location that can't be written is a one-line error."""
+    if path is None:
+        return
+    try:
+        report.save(path)
+    except OSError as e:
+        raise DataError(f"cannot write the read report: {e.strerror or e}", path=str(path)) from None
+
+
+def fallback_probs(label_map: LabelMap) -> np.ndarray:
+    """What an unreadable input row gets: near-uniform probabilities whose top label is the
+    no-relation label (the first label when there is none): "no information", not a guess."""
+    c = len(label_map)
+    probs = np.full(c, 1.0 / c, dtype=np.float64)
+    top = label_map.no_relation_id or 0
+    probs *= 1 - 1e-3
+    probs[top] += 1e-3
+    return probs.astype(np.float32)
+
+
+def complete_probs(rows: Sequence[object], probs: np.ndarray, label_map: LabelMap) -> np.ndarray:
+    """One row of probabilities per input row: `probs` (one per readable `Record`, in order) in
+    place, `fallback_probs` for every other row (an unreadable one)."""
+    full = np.tile(fallback_probs(label_map), (len(rows), 1))
+    readable = np.asarray([isinstance(r, Record) for r in rows], dtype=bool)
+    if int(readable.sum()) != len(probs):
+        raise ValueError(f"{len(probs)} predictions for {int(readable.sum())} readable rows")
+    full[readable] = probs
+    return full
+
+
 def write_predictions(path: str | Path, records: Sequence[Record], probs: np.ndarray, label_map: LabelMap) -> None:
-    """Competition CSV (`id,pred_label,probs`) or, for .jsonl/.json paths, one JSON object per line."""
+    """Competition CSV (`id,pred_label,probs`) or, for .jsonl/.json paths, one JSON object per line.
+    `records` may hold any rows with an `id` (`read_for_prediction` gives `Unreadable` ones too)."""
     path = Path(path)
     preds = probs.argmax(axis=1)
     if path.suffix.lower() in (".jsonl", ".json"):

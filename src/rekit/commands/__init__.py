@@ -11,7 +11,7 @@ import dataclasses
 
 from rekit.config import SECTIONS, DataConfig
 
-READ_FIELDS = ("format", "on_mismatch", "on_bad_row", "offsets", "columns", "entity_keys")
+READ_FIELDS = ("format", "on_mismatch", "on_bad_row", "offsets", "columns", "entity_keys", "strict", "max_skip_share")
 
 
 def _key_value(text: str) -> tuple[str, str]:
@@ -71,8 +71,7 @@ def explicit_flags(args: argparse.Namespace, klasses=tuple(SECTIONS.values())) -
 
 
 def read_options(args: argparse.Namespace):
-    from rekit.data.readers import ReadOptions
+    from rekit.data.readers import options_from_config
 
     d = DataConfig(**{k: v for k, v in explicit_flags(args, (DataConfig,)).items() if k in READ_FIELDS})
-    return ReadOptions(format=d.format, on_mismatch=d.on_mismatch, on_bad_row=d.on_bad_row, offsets=d.offsets,
-                       columns=d.columns or None, entity_keys=d.entity_keys or None)
+    return options_from_config(d)

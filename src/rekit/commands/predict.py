@@ -35,8 +35,8 @@ def _stderr(message: str) -> None:
 def _load_ensemble(args):
     from rekit.ensemble import Ensemble, oof_run_weights
 
-    kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code, progress=True,
-              compile=args.compile, allow_partial=args.allow_partial, echo=_stderr)
+    kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
+              progress=show_progress(args), compile=args.compile, allow_partial=args.allow_partial, echo=_stderr)
     if len(args.run_dir) == 1 and not args.fit_weights:
         return Ensemble.load(args.run_dir[0], weights=args.weights, **kw)
     if args.weights:
@@ -79,44 +79,62 @@ def _adapt(args, ens, probs):
     return probs.astype("float32")
 
 
-def _read_input(args):
-    from rekit.data.readers import read_records
+def show_progress(args) -> bool:
+    """--progress/--no-progress; by default bars only when stderr is a terminal (not in logs)."""
+    return sys.stderr.isatty() if args.progress is None else args.progress
 
-    records, report = read_records(args.input, read_options(args))
-    print(report.summary(), file=sys.stderr)
-    return records
+
+def _read_input(args, report_path):
+    """Every input row, in order (see `read_for_prediction`); the read report is saved at
+    `report_path` (None: not kept). Nothing readable at all is an error."""
+    from rekit.data.readers import read_for_prediction
+    from rekit.predict import save_read_report
+
+    rows = read_for_prediction(args.input, read_options(args))
+    print(rows.report.summary(report_path), file=sys.stderr)
+    save_read_report(rows.report, report_path)
+    if not rows.records:
+        why = f"all {len(rows.rows):,} rows are unreadable (see {report_path})" if rows.rows else "it has no data rows"
+        raise RekitError(f"{args.input}: nothing to predict: {why}")
+    return rows
 
 
 def predict(args) -> int:
     _check_paths(args)
-    from rekit.predict import write_predictions
+    from rekit.predict import complete_probs, read_report_path, write_predictions
 
+    rows = _read_input(args, read_report_path(args.output))
     ens = _load_ensemble(args)
-    records = _read_input(args)
-    check_output(args.output, need_bytes=len(records) * (12 * len(ens.label_map_) + 64))  # room for the file
-    probs = _adapt(args, ens, ens.predict_proba(records))
-    write_predictions(args.output, records, probs, ens.label_map_)
-    print(f"wrote {len(records):,} predictions ({len(ens.dirs)} fold models averaged) to {args.output}")
+    check_output(args.output, need_bytes=len(rows.rows) * (12 * len(ens.label_map_) + 64))  # room for the file
+    probs = _adapt(args, ens, ens.predict_proba(rows.records))
+    write_predictions(args.output, rows.rows, complete_probs(rows.rows, probs, ens.label_map_), ens.label_map_)
+    flagged = len(rows.report.flagged) + len(rows.report.repaired)
+    print(f"wrote {len(rows.rows):,} predictions, one per input row ({len(ens.dirs)} fold models averaged) to "
+          f"{args.output}" + (f"; {flagged:,} rows had their span repaired or were flagged: see "
+                             f"{read_report_path(args.output)}" if flagged else ""))
     return 0
 
 
 def evaluate(args) -> int:
     _check_paths(args)
-    from rekit.predict import score, split_known, write_predictions
+    from rekit.predict import read_report_path, score, split_known, write_predictions
 
+    target = args.output or args.report
+    rows = _read_input(args, read_report_path(target) if target else None)
     ens = _load_ensemble(args)
-    records = _read_input(args)
-    known, n_unknown, n_unlabeled = split_known(records, ens.label_map_, args.unknown_labels, args.input)
+    known, n_unknown, n_unlabeled = split_known(rows.records, ens.label_map_, args.unknown_labels, args.input)
     if not known:
         raise RekitError(f"{args.input}: no labeled rows to evaluate")
     # The label mix is estimated on every input row (labels unused), as on a real test set.
     probs = _adapt(args, ens, ens.predict_proba(known))
     report = score(known, probs, ens.label_map_)
-    report.update(skipped_unknown_labels=n_unknown, skipped_unlabeled=n_unlabeled)
+    n_unreadable = len(rows.unreadable)
+    report.update(skipped_unknown_labels=n_unknown, skipped_unlabeled=n_unlabeled, skipped_unreadable=n_unreadable)
     print(f"{len(known):,} rows, {len(ens.dirs)} fold models: micro-F1 {report['micro_f1']:.2f}  "
           f"AUPRC {report['auprc']:.2f}  accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.2f}")
-    if n_unknown or n_unlabeled:
-        print(f"not scored: {n_unknown} rows with labels unknown to the model, {n_unlabeled} unlabeled rows")
+    if n_unknown or n_unlabeled or n_unreadable:
+        print(f"not scored: {n_unknown} rows with labels unknown to the model, {n_unlabeled} unlabeled rows, "
+              f"{n_unreadable} unreadable rows")
     if args.output:
         write_predictions(args.output, known, probs, ens.label_map_)
         print(f"predictions: {args.output}")
@@ -153,13 +171,19 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allow-partial", action="store_true",
                    help="predict with the finished folds of a run whose other folds did not finish (it says which "
                    "folds it uses); without it such a run is refused")
-    add_config_flags(p, only=READ_FIELDS, sections=("data",))
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars (default: only when stderr is a terminal)")
+    add_config_flags(p, only=tuple(f for f in READ_FIELDS if f != "max_skip_share"), sections=("data",))
 
 
 def register(sub) -> None:
     p = sub.add_parser("predict", help="predict a file with a run's fold ensemble (submission CSV or JSONL)",
                        description="Average the fold models' softmax probabilities and write id,pred_label,probs "
-                       "(CSV, the competition format) or JSON Lines if --output ends in .jsonl.")
+                       "(CSV, the competition format) or JSON Lines if --output ends in .jsonl: exactly one row per "
+                       "input row, same ids, same order. A row with a wrong span is still predicted (span repaired, "
+                       "else its offsets clamped to the sentence); a row that can't be read at all gets the "
+                       "no-relation label with near-uniform probabilities. Every such row is listed in "
+                       "OUTPUT.read_report.json.")
     _add_ensemble_args(p)
     p.add_argument("--output", required=True, help="submission path (.csv or .jsonl)")
     p.set_defaults(func=predict)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rekit import lock
 from rekit.commands import add_config_flags, explicit_flags
-from rekit.config import RunConfig
+from rekit.config import RunConfig, read_yaml
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 from rekit.modeling.source import check_model_source
@@ -40,11 +40,26 @@ def resume_config(args) -> RunConfig:
     return cfg
 
 
+def _auto_progress(args, flags: dict) -> dict:
+    """Without --progress/--no-progress (or a config file that sets it), bars are shown only when
+    stderr is a terminal: redrawn bars fill a log file with noise."""
+    if "progress" in flags or sys.stderr.isatty():
+        return flags
+    if args.config and not args.resume:
+        data = read_yaml(args.config)
+        if isinstance(data, dict) and ("progress" in data or "progress" in (data.get("train") or {})):
+            return flags
+    return {**flags, "progress": False}
+
+
 def run(args) -> int:
     if args.resume:
+        auto = _auto_progress(args, explicit_flags(args))
+        if "progress" in auto:
+            args.progress = auto["progress"]
         cfg = resume_config(args)
     else:
-        flags = explicit_flags(args)
+        flags = _auto_progress(args, explicit_flags(args))
         cfg = RunConfig.from_yaml(args.config, flags) if args.config else RunConfig.from_dict({}, flags)
         if cfg.data.train:
             check_file(Path(cfg.data.train))  # a mistyped path fails at once, before torch is imported

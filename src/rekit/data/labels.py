@@ -119,6 +119,14 @@ class LabelMap:
         `no_relation="auto"` picks a known no-relation name if present, else none.
         """
         seen_set = set(seen)
+        if no_relation not in ("auto", None) and seen_set and no_relation not in seen_set:
+            # Adding it would make a phantom class and score the data's real no-relation label
+            # as a relation.
+            shown = sorted(seen_set)
+            more = f", ... ({len(shown)} in all)" if len(shown) > 20 else ""
+            raise DataError(f"the no-relation label {no_relation!r} (--no-relation-label) is not a label of the data; "
+                            f"labels seen: {', '.join(shown[:20])}{more}. Name one of them, or 'none' if the data "
+                            "has no no-relation label")
         for name, (labels, no_rel) in BUILTIN.items():
             if seen_set and seen_set <= set(labels):
                 if no_relation not in ("auto", no_rel):

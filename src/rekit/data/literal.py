@@ -12,12 +12,35 @@ import re
 import unicodedata
 
 MAX_CELL_CHARS = 64 * 1024  # an entity cell holds a few words and two numbers
-
-Scalar = str | int | float | bool | None
+MAX_NUMBER_CHARS = 100  # longer numbers are kept as `HugeNumber` (int() refuses > 4,300 digits)
 
 
 class LiteralError(ValueError):
     """The text is not an acceptable flat dict literal; the message says why."""
+
+
+class HugeNumber:
+    """A number written with more than `MAX_NUMBER_CHARS` characters: no offset or label can be
+    that long, so it is kept unconverted and the row is refused where a value is needed (a
+    5,000-digit offset must be a bad row, not a crash in int())."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, token: str):
+        self.digits = sum(ch.isdigit() for ch in token)
+
+    def __repr__(self) -> str:
+        return f"<a number with {self.digits:,} digits>"
+
+    __str__ = __repr__
+
+
+Scalar = str | int | float | bool | None | HugeNumber
+
+
+def parse_json_number(token: str) -> int | float | HugeNumber:
+    """`parse_int` for json decoders: integers as usual, over-long ones as `HugeNumber`."""
+    return HugeNumber(token) if len(token) > MAX_NUMBER_CHARS else int(token)
 
 
 # Strings take an optional u/U prefix (Python 2 dumps) and either quote; the two alternatives
@@ -80,7 +103,9 @@ def _join_pair(m: re.Match[str]) -> str:
     return m.group().encode("utf-16-le", "surrogatepass").decode("utf-16-le")
 
 
-def _decode_number(token: str) -> int | float:
+def _decode_number(token: str) -> int | float | HugeNumber:
+    if len(token) > MAX_NUMBER_CHARS:
+        return HugeNumber(token)
     if "." in token or "e" in token or "E" in token:
         return float(token)
     return int(token)
@@ -105,7 +130,7 @@ def parse_dict_literal(text: str, max_chars: int = MAX_CELL_CHARS) -> dict[str, 
             if sval:
                 value = _decode_string(sval)
             elif nval:
-                value = int(nval) if nval.isdigit() else _decode_number(nval)
+                value = int(nval) if nval.isdigit() and len(nval) <= MAX_NUMBER_CHARS else _decode_number(nval)
             else:
                 value = _NAMES[name]
             out[_decode_string(key)] = value

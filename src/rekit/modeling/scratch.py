@@ -40,19 +40,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: list[s
     from transformers import PreTrainedTokenizerFast
 
     if kind == "morpheme":
-        tok = Tokenizer(models.WordPiece(morpheme_vocab(list(texts), vocab_size), unk_token="[UNK]",
-                                         max_input_chars_per_word=100))
-        tok.normalizer = normalizers.NFC()
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tok = _bert_wordpiece(morpheme_vocab(list(texts), vocab_size))
     elif kind == "wordpiece":
-        tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.NFC()  # Korean text mixes composed and decomposed Hangul
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        trainer = trainers.WordPieceTrainer(
-            vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL,
-            initial_alphabet=MARKER_CHARS, show_progress=False,
-        )
-        tok.train_from_iterator(texts, trainer)
+        tok = _bert_wordpiece(wordpiece_vocab(list(texts), vocab_size))
     else:
         raise ConfigError(f"unknown scratch tokenizer {kind!r}; use one of {', '.join(TOKENIZERS)}")
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -68,6 +58,38 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: list[s
     if extra_special:
         fast.add_special_tokens({"additional_special_tokens": list(extra_special)})
     return fast
+
+
+def _bert_wordpiece(vocab: dict[str, int]) -> Tokenizer:
+    """A WordPiece tokenizer over `vocab` with BERT's splitting and the special tokens."""
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizers.NFC()  # Korean text mixes composed and decomposed Hangul
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.add_special_tokens(SPECIAL)
+    return tok
+
+
+def wordpiece_vocab(texts: Sequence[str], vocab_size: int) -> dict[str, int]:
+    """A WordPiece vocabulary trained on `texts`, the same for the same texts in every process.
+
+    The tokenizers trainer numbers each '##x' continuation piece in the order it meets it while
+    walking a hash map whose order changes with every process; merges that tie on frequency
+    are broken by those numbers, so two trainings of the same text gave different vocabularies
+    (even different sizes, as different merges can make the same piece). Registering every
+    continuation piece up front, sorted, fixes the numbering and with it the whole training.
+    """
+    norm, pre = normalizers.NFC(), pre_tokenizers.BertPreTokenizer()
+    inner: set[str] = set()
+    for text in texts:
+        for word, _ in pre.pre_tokenize_str(norm.normalize_str(text)):
+            inner.update(word[1:])
+    fixed = SPECIAL + ["##" + ch for ch in sorted(inner)]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer, tok.pre_tokenizer = norm, pre
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=2, special_tokens=fixed,
+                                        initial_alphabet=MARKER_CHARS, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    return tok.get_vocab(with_added_tokens=False)
 
 
 def encoder_config(size: str, vocab_size: int, max_positions: int = 512, dropout: float | None = None):

@@ -119,7 +119,7 @@ def _sentences(run: RunData) -> tuple[dict, str | None]:
         opts = ReadOptions(format=run.setting("format"), on_mismatch=run.setting("on_mismatch", "error"),
                            on_bad_row=run.setting("on_bad_row", "error"), columns=run.setting("columns") or None,
                            entity_keys=run.setting("entity_keys") or None, offsets=run.setting("offsets", "auto"),
-                           limit=run.setting("max_train_samples"))
+                           limit=run.setting("max_train_samples"), max_skip_share=run.setting("max_skip_share", 0.01))
         records, _ = read_records(path, opts)
     except (RekitError, OSError) as e:
         return {}, f"the training file {path} could not be read: {e}"

@@ -39,31 +39,51 @@ from rekit.training.folds import make_folds
 from rekit.training.loop import MetricsLog, fit
 
 
-def read_training_data(cfg: RunConfig, echo=print) -> list[Record]:
-    from rekit.data.readers import ReadOptions, read_records
+READ_REPORT = "read_report.json"  # every repaired or skipped training row, in the run directory
+
+
+def read_training_file(cfg: RunConfig, echo=print):
+    """(records, ReadReport) of the training file under the run's read options. Unambiguous span
+    repairs are applied and a small share of unusable rows skipped (see `options_from_config`);
+    the report names where it will be kept (RUN/read_report.json, `save_read_report`)."""
+    from rekit.data.readers import options_from_config, read_records
 
     d = cfg.data
     if not d.train:
         raise ConfigError("no training file: pass --train PATH (or data.train in the config file)")
-    options = ReadOptions(format=d.format, on_mismatch=d.on_mismatch, on_bad_row=d.on_bad_row,
-                          columns=d.columns or None, entity_keys=d.entity_keys or None,
-                          offsets=d.offsets, limit=d.max_train_samples)
-    records, report = read_records(d.train, options)
-    echo(report.summary())
+    records, report = read_records(d.train, options_from_config(d, limit=d.max_train_samples))
+    out = cfg.train.output
+    echo(report.summary(Path(out) / READ_REPORT if out else None))
     unlabeled = [r for r in records if r.label is None]
     if unlabeled:
         raise DataError(f"{len(unlabeled)} training rows have no label (first: id {unlabeled[0].id}); "
                         "training needs a label on every row", path=d.train)
     if not records:
         raise DataError("no training rows", path=d.train)
-    return records
+    labels = {r.label for r in records}
+    if len(labels) == 1:
+        echo(f"warning: {d.train}: every training row has the label {next(iter(labels))!r}, so the model can only "
+             "learn to predict that label; is this the right file (or the right label column)?")
+    return records, report
+
+
+def read_training_data(cfg: RunConfig, echo=print) -> list[Record]:
+    """The training records (see `read_training_file`, which also returns the read report)."""
+    return read_training_file(cfg, echo)[0]
+
+
+def save_read_report(report, run: Path) -> None:
+    report.save(run / READ_REPORT)
 
 
 def resolve_label_map(cfg: RunConfig, labels: list[str]) -> LabelMap:
     spec, no_rel = cfg.data.labels, cfg.data.no_relation_label
     no_rel = None if no_rel == "none" else no_rel
     if spec == "auto":
-        return LabelMap.infer(labels, no_rel)
+        try:
+            return LabelMap.infer(labels, no_rel)
+        except DataError as e:
+            raise DataError(e.problem, path=cfg.data.train) from None
     lm = LabelMap.load(spec) if Path(spec).suffix == ".json" else LabelMap.builtin(spec)
     if no_rel not in ("auto", lm.no_relation):
         lm = LabelMap(lm.labels, no_rel, lm.name)
@@ -111,8 +131,10 @@ def _open_run(cfg: RunConfig, resume: bool, echo) -> tuple[Path, list[Record] | 
     # mistyped --model, leaves an existing run as it was and creates no new one.
     rundir.check_new(t.output, t.overwrite)
     check_backbone(cfg.model)
-    records = read_training_data(cfg, echo)
+    records, read_report = read_training_file(cfg, echo)
+    resolve_label_map(cfg, [r.label for r in records])  # a label-set mistake fails before the run directory exists
     run = rundir.create(t.output, t.overwrite)
+    save_read_report(read_report, run)
     atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
     rundir.write_state(run, "running")
     return run, records
@@ -220,7 +242,9 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
     if dist.is_main:
         check_same_data(cfg, run, resume)
     if records is None:
-        records = read_training_data(cfg, say)
+        records, read_report = read_training_file(cfg, say)
+        if dist.is_main:
+            save_read_report(read_report, run)
     label_map = resolve_label_map(cfg, [r.label for r in records])
     if resume and (run / "labels.json").is_file() and LabelMap.load(run / "labels.json").labels != label_map.labels:
         raise ConfigError(f"the label set no longer matches {run / 'labels.json'}; start a new run")

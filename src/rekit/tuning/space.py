@@ -25,6 +25,7 @@ TYPES = ("float", "uniform", "loguniform", "int", "categorical")
 # (tune.folds picks those), and what the folds are (a changed split makes scores incomparable).
 NOT_SEARCHABLE = frozenset({
     "train", "format", "on_mismatch", "on_bad_row", "offsets", "columns", "entity_keys", "max_train_samples",
+    "strict", "max_skip_share",
     "labels", "no_relation_label", "trust_remote_code", "output", "overwrite", "folds", "split", "valid_ratio",
     "only_folds", "device", "progress", "report_to", "eval_batch_size", "metric", "save_every", "oom_retry",
 })

@@ -38,6 +38,7 @@ REQUIRED_ENTITY = ("text", "start", "end")
 # Placeholders that mean "no label" in community files (test sets use 100 or "blind").
 _UNLABELED = {"": "empty label", "nan": "label 'nan'", "100": "label 100", "blind": "label 'blind'"}
 _INT = re.compile(r"\s*[-+]?\d{1,18}(?:\.0*)?\s*")
+_MAX_OFFSET = 10**18  # no sentence is that long; bigger offsets are refused, not carried into messages
 
 
 @dataclass(slots=True)
@@ -159,17 +160,22 @@ class KeyResolver:
 
 def to_offset(value: object, key: str, which: str) -> int:
     """An integer offset from an int, an integral float or a numeric string ("24")."""
+    offset: int | None = None
     if isinstance(value, bool):
         pass  # bool is an int subclass, but True is not an offset
     elif isinstance(value, int):
-        return value
+        offset = value
     elif isinstance(value, float) and value.is_integer():
-        return int(value)  # pandas writes 24.0 when a column once held a NaN
+        offset = int(value)  # pandas writes 24.0 when a column once held a NaN
     elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value)  # the common case in TSV files and string-offset CSVs
     elif isinstance(value, str) and _INT.fullmatch(value):
-        return int(float(value)) if "." in value else int(value)
-    raise RowProblem(f"{which} {key} is {_short(value)}, not an integer offset")
+        offset = int(float(value)) if "." in value else int(value)
+    if offset is None:
+        raise RowProblem(f"{which} {key} is {_short(value)}, not an integer offset")
+    if not -_MAX_OFFSET < offset < _MAX_OFFSET:
+        raise RowProblem(f"{which} {key} has {len(str(abs(offset))):,} digits, not an offset")
+    return offset
 
 
 def entity_from_mapping(d: Mapping[str, object], keys: KeyResolver, which: str) -> RawEntity:
@@ -191,9 +197,9 @@ def entity_from_mapping(d: Mapping[str, object], keys: KeyResolver, which: str) 
     if not text:
         raise RowProblem(f"{which} entity text is empty")
     start, end = d[skey], d[ekey]
-    if type(start) is not int:
+    if type(start) is not int or not -_MAX_OFFSET < start < _MAX_OFFSET:
         start = to_offset(start, skey, which)
-    if type(end) is not int:
+    if type(end) is not int or not -_MAX_OFFSET < end < _MAX_OFFSET:
         end = to_offset(end, ekey, which)
     etype = d.get(ykey) if ykey is not None else None
     return RawEntity(text, start, end, etype if type(etype) is str and etype else _entity_type(etype))  # type: ignore[arg-type]

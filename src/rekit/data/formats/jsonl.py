@@ -11,6 +11,9 @@ from collections.abc import Iterable, Iterator
 
 from rekit.data.formats.fields import BadRow, Context, RawRow, RowProblem
 from rekit.data.formats.objects import ObjectRows, json_type
+from rekit.data.literal import parse_json_number
+
+_DECODER = json.JSONDecoder(parse_int=parse_json_number)  # a 5,000-digit number: a bad row, not a crash
 
 
 def rekit_label(value: object) -> tuple[str | None, str | None]:
@@ -30,7 +33,7 @@ def read_rows(lines: Iterable[str], ctx: Context) -> Iterator[RawRow | BadRow]:
         row += 1
         where = line_no if line_no != row else None
         try:
-            value = json.loads(line)  # surrounding whitespace, \r\n included, is fine for JSON
+            value = _DECODER.decode(line)  # surrounding whitespace, \r\n included, is fine for JSON
         except json.JSONDecodeError as e:
             yield BadRow(row, None, f"invalid JSON: {e.msg} (column {e.colno})", where)
             continue

@@ -14,6 +14,7 @@ from typing import TextIO
 from rekit.data.formats.fields import BadRow, Context, RawRow, RowProblem, community_label
 from rekit.data.formats.objects import ObjectRows
 from rekit.data.labels import KLUE_RE_OFFICIAL_ORDER
+from rekit.data.literal import HugeNumber, parse_json_number
 from rekit.errors import DataError
 
 _WS = re.compile(r"[ \t\r\n]*")
@@ -21,6 +22,8 @@ _CHUNK = 1 << 16
 
 
 def klue_label(value: object) -> tuple[str | None, str | None]:
+    if isinstance(value, HugeNumber):
+        raise RowProblem(f"label is {value}, not a label")
     if isinstance(value, int) and not isinstance(value, bool):
         if value == 100:
             return None, "label 100"
@@ -59,7 +62,7 @@ class ArrayScanner:
         self.stream, self.path = stream, path
         self.buf, self.pos = "", 0
         self.line_no, self.line_pos = 0, 0  # newlines counted in buf[:line_pos] and before it
-        self.decoder = json.JSONDecoder()
+        self.decoder = json.JSONDecoder(parse_int=parse_json_number)  # a 5,000-digit number: a bad row
 
     def _more(self, size: int = _CHUNK) -> bool:
         data = self.stream.read(size)

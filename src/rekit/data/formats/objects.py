@@ -15,12 +15,12 @@ from rekit.data.formats.fields import (
     RowProblem,
     entity_from_mapping,
 )
-from rekit.data.literal import LiteralError, parse_dict_literal
+from rekit.data.literal import HugeNumber, LiteralError, parse_dict_literal
 
 LabelFn = Callable[[object], "tuple[str | None, str | None]"]
 
 _JSON_TYPES = {dict: "an object", list: "a list", str: "a string", int: "a number", float: "a number",
-               bool: "a boolean", type(None): "null"}
+               bool: "a boolean", type(None): "null", HugeNumber: "a number"}
 
 
 def json_type(value: object) -> str:

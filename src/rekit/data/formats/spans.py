@@ -56,6 +56,56 @@ def relocate(e: RawEntity, sentence: str) -> Entity | None:
     return Entity(e.text, best, best + len(e.text), e.type)
 
 
+def file_offsets(ent: Entity, inclusive: bool) -> tuple[int, int]:
+    """`ent`'s (start, end) in the file's convention."""
+    return ent.start, ent.end - 1 if inclusive else ent.end
+
+
 def file_span(ent: Entity, inclusive: bool) -> str:
     """`ent`'s span written in the file's convention, for messages."""
-    return f"{ent.start}..{ent.end - 1 if inclusive else ent.end}"
+    return "{}..{}".format(*file_offsets(ent, inclusive))
+
+
+def occurrences(text: str, sentence: str, limit: int = 1000) -> list[int]:
+    """Start positions of `text` in `sentence` (overlapping ones too), at most `limit`."""
+    found: list[int] = []
+    i = sentence.find(text)
+    while i != -1 and len(found) < limit:
+        found.append(i)
+        i = sentence.find(text, i + 1)
+    return found
+
+
+def unambiguous_repair(e: RawEntity, sentence: str, inclusive: bool) -> tuple[Entity | None, str]:
+    """(the entity where its text must be meant to be, why) or (None, why it is not certain).
+
+    Certain means one of, in this order: the text is at the given start and only the end is one
+    off (an inclusive end in an exclusive file or the reverse); the text sits one character
+    before or after the given start, and not both (an off-by-one shift); the text occurs
+    exactly once in the sentence.
+    """
+    found = occurrences(e.text, sentence)
+    if not found:
+        return None, "the entity text does not occur in the sentence"
+    n, end = len(e.text), e.end + 1 if inclusive else e.end
+    if e.start in found and abs(end - (e.start + n)) == 1:
+        if e.end == e.start + n - (0 if inclusive else 1):
+            why = "an exclusive end in an inclusive file" if inclusive else "an inclusive end in an exclusive file"
+        else:
+            why = "the end is one character off"
+        return Entity(e.text, e.start, e.start + n, e.type), why
+    near = [p for p in (e.start - 1, e.start + 1) if p in found]
+    if len(near) == 1:
+        return Entity(e.text, near[0], near[0] + n, e.type), "span shifted by one character"
+    if len(found) == 1:
+        return Entity(e.text, found[0], found[0] + n, e.type), "the entity text occurs once in the sentence"
+    return None, f"the entity text occurs {len(found):,} times, none at or next to the given start"
+
+
+def clamp(e: RawEntity, sentence: str, inclusive: bool) -> Entity:
+    """The given offsets forced into the sentence (at least one character); the text becomes what
+    is there. For prediction only, where a row must be predicted even when its span is wrong."""
+    size = len(sentence)
+    start = min(max(e.start, 0), size - 1)
+    end = min(max(e.end + 1 if inclusive else e.end, start + 1), size)
+    return Entity(sentence[start:end], start, end, e.type)

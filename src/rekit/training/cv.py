@@ -28,6 +28,7 @@ from rekit.encoding.tokenize import REEncoder
 from rekit.errors import ConfigError, DataError, RekitError
 from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
+from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_max_length, count_parameters, load_tokenizer
 from rekit.modeling.model import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
@@ -58,6 +59,18 @@ def read_training_data(cfg: RunConfig, echo=print) -> list[Record]:
     return records
 
 
+def _checked_records(records: list[Record], cfg: RunConfig) -> list[Record]:
+    """In-memory training records: the same requirements as a training file's."""
+    unlabeled = [r for r in records if r.label is None]
+    if unlabeled:
+        raise DataError(f"{len(unlabeled)} training records have no label (first: id {unlabeled[0].id}); "
+                        "training needs a label on every record")
+    if not records:
+        raise DataError("no training records")
+    limit = cfg.data.max_train_samples
+    return list(records[:limit]) if limit is not None else list(records)
+
+
 def resolve_label_map(cfg: RunConfig, labels: list[str]) -> LabelMap:
     spec, no_rel = cfg.data.labels, cfg.data.no_relation_label
     no_rel = None if no_rel == "none" else no_rel
@@ -80,8 +93,11 @@ def tokenizer_corpus(records: list[Record], cfg: RunConfig) -> list[str]:
     return texts + [f for f in firsts if f]
 
 
-def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> dict:
+def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False,
+             records: list[Record] | None = None) -> dict:
     """Run the whole K-fold training described by `cfg`; returns the summary (also on disk).
+
+    `records`: train on these (e.g. from `rekit.train`) instead of reading `cfg.data.train`.
 
     `callbacks(fold, row)` are called after every evaluation (see `loop.fit`). With resume=True,
     `cfg.train.output` is an existing run directory made with this config (`rekit train --resume`
@@ -92,7 +108,7 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
     dist, device_name = distributed.from_env(t.parallel, t.device)
     if not dist.is_main:  # torchrun: the main process owns the run directory and its files
         return _train_worker(cfg, dist, device_name, echo, callbacks, resume)
-    records = None
+    given, records = records, None
     if resume:
         run = rundir.reopen(t.output)
         state = rundir.read_state(run)
@@ -105,7 +121,7 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
         # Read before --overwrite removes anything: a training file that cannot be read leaves an
         # existing run as it was.
         rundir.check_new(t.output, t.overwrite)
-        records = read_training_data(cfg, echo)
+        records = _checked_records(given, cfg) if given is not None else read_training_data(cfg, echo)
         run = rundir.create(t.output, t.overwrite)
         atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
         rundir.write_state(run, "running")
@@ -238,6 +254,7 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
             rundir.write_state(run, "running", fold=k, folds_done=sorted(done))
         seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
         model = build_model(m, tokenizer, label_map, t.label_smoothing, train=t)  # loss, token masking
+        model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
         check_max_length(m, model)
         params = count_parameters(model)
         echo(f"fold {k + 1}/{len(folds.splits)}: {len(tr):,} train / {len(va):,} valid, {params / 1e6:.1f}M parameters, {device}")
@@ -301,6 +318,7 @@ def finalize(run: Path, records: list[Record], label_map: LabelMap, extra: dict,
                "resumed": int(rundir.read_state(run).get("resumed", 0)), **extra}
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     rundir.write_state(run, "finished", folds_done=rundir.folds_done(run))
+    write_run_cards(run)
     if cv:
         echo(f"CV (out-of-fold, {int(held.sum()):,} rows): micro-F1 {cv['micro_f1']:.2f}  AUPRC {cv['auprc']:.2f}  "
              f"accuracy {cv['accuracy']:.4f}")

@@ -127,3 +127,25 @@ def write_run_cards(run: str | Path) -> None:
         if (fold_dir / "result.json").is_file() and (fold_dir / "labels.json").is_file():
             atomic_write_text(fold_dir / CARD, fold_card(run, fold_dir))
     atomic_write_text(run / CARD, run_card(run))
+
+
+def export_card(source: Path, manifest: dict) -> str:
+    """The card of an ONNX export (`rekit export`): the source run's facts, then how to run it."""
+    run = source if (source / "config.yaml").is_file() else source.parent
+    cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) if (run / "config.yaml").is_file() else {}
+    summary, state = _read_json(run / "summary.json"), _read_json(run / "state.json")
+    labels = _read_json(source / "labels.json").get("labels") or summary.get("labels") or []
+    quant = "int8 dynamic quantisation (onnxruntime)" if manifest.get("quantized") else "fp32"
+    return "".join([
+        _front_matter(_base_model((cfg or {}).get("model") or {}), labels, ("onnx",)),
+        f"# {run.name}: a rekit relation-extraction ensemble, exported to ONNX\n\n",
+        f"{len(manifest['models'])} fold models (`{'`, `'.join(manifest['models'])}`), {quant}, opset "
+        f"{manifest.get('opset')}; inputs {', '.join(manifest['inputs'])} with dynamic batch and sequence axes; "
+        "output `probs` (batch, labels), averaged over the fold models.\n\n",
+        _describe_model((cfg or {}).get("model") or {}), _data_lines(cfg or {}, state),
+        f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n",
+        f"- cross-validation of the source run: {_scores_line(summary.get('cv') or {})}\n\n",
+        "## How to run\n\nWith onnxruntime only (PyTorch is not imported): `pip install 'rekit[onnx]'`, then\n\n",
+        "```python\nimport rekit\n\nmodel = rekit.load(\"PATH\")  # this directory\n"
+        "model.predict_proba([{\"sentence\": ..., \"subject\": {...}, \"object\": {...}}])\n```\n\n"
+        "or `rekit predict PATH --input test.csv --output submission.csv`.\n"])

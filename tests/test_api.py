@@ -98,7 +98,7 @@ def test_bad_examples_get_the_readers_one_line_errors(api_run, tmp_path, capsys,
 
 
 def test_unknown_entity_type_and_wrong_container(api_run):
-    _, result, test = api_run
+    _, result, _ = api_run
     model = rekit.load(result.output, device="cpu")
     with pytest.raises(DataError, match=r"examples\[0\]: object type 'XYZ' is not an entity type the model was trained on"):
         model.predict([{**EXAMPLE, "object": {**EXAMPLE["object"], "type": "XYZ"}}])
@@ -166,13 +166,13 @@ def test_model_cards(api_run, tmp_path):
 def readme_blocks(section: str) -> list[str]:
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     body = text.split(f"## {section}\n", 1)[1].split("\n## ", 1)[0]
-    return re.findall(r"```python\n(.*?)```", body, flags=re.S)
+    return re.findall(r"```python\n(.*?)```", body, flags=re.DOTALL)
 
 
 def test_readme_python_api_snippets_run(tmp_path):
     blocks = readme_blocks("Python API")
     assert len(blocks) == 2  # train from Python, predict from Python
-    train, test = make_splits(seed=5, n_train=200, n_test=20)
+    train, _ = make_splits(seed=5, n_train=200, n_test=20)
     write_csv(train, tmp_path / "train.csv")
     for i, code in enumerate(blocks):
         (tmp_path / f"snippet{i}.py").write_text(code, encoding="utf-8")

@@ -14,7 +14,7 @@ __all__ = ["Model", "TrainResult", "__version__", "load", "train"]
 
 def __getattr__(name: str):
     if name in ("train", "load", "TrainResult", "Model"):
-        import rekit.api as api
+        from rekit import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'rekit' has no attribute {name!r}")

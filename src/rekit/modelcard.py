@@ -87,8 +87,8 @@ def run_card(run: Path) -> str:
     folds = summary.get("folds") or []
     lines = [_front_matter(_base_model(model_cfg), labels),
              f"# {run.name}: a rekit relation-extraction ensemble\n\n",
-             f"A soft-voting ensemble of {len(folds)} fold models (K-fold cross-validation) that classifies the "
-             "relation between a subject and an object entity in one sentence.\n\n",
+             (f"A soft-voting ensemble of {len(folds)} fold models (K-fold cross-validation) that classifies the "
+              "relation between a subject and an object entity in one sentence.\n\n"),
              _describe_model(model_cfg), _data_lines(cfg, state),
              f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
              "## Scores\n\n", f"Cross-validation (out-of-fold): {_scores_line(summary.get('cv') or {})}\n\n",
@@ -113,8 +113,8 @@ def fold_card(run: Path, fold_dir: Path) -> str:
         _describe_model(model_cfg), _data_lines(cfg, state),
         f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
         "## Scores\n\n",
-        f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
-        f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}\n\n",
+        (f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
+         f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}\n\n"),
         f"The ensemble's cross-validation scores are in `../{CARD}`.\n\n", _how_to_load(fold=True)])
 
 
@@ -139,13 +139,13 @@ def export_card(source: Path, manifest: dict) -> str:
     return "".join([
         _front_matter(_base_model((cfg or {}).get("model") or {}), labels, ("onnx",)),
         f"# {run.name}: a rekit relation-extraction ensemble, exported to ONNX\n\n",
-        f"{len(manifest['models'])} fold models (`{'`, `'.join(manifest['models'])}`), {quant}, opset "
-        f"{manifest.get('opset')}; inputs {', '.join(manifest['inputs'])} with dynamic batch and sequence axes; "
-        "output `probs` (batch, labels), averaged over the fold models.\n\n",
+        (f"{len(manifest['models'])} fold models (`{'`, `'.join(manifest['models'])}`), {quant}, opset "
+         f"{manifest.get('opset')}; inputs {', '.join(manifest['inputs'])} with dynamic batch and sequence axes; "
+         "output `probs` (batch, labels), averaged over the fold models.\n\n"),
         _describe_model((cfg or {}).get("model") or {}), _data_lines(cfg or {}, state),
         f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n",
         f"- cross-validation of the source run: {_scores_line(summary.get('cv') or {})}\n\n",
         "## How to run\n\nWith onnxruntime only (PyTorch is not imported): `pip install 'rekit[onnx]'`, then\n\n",
-        "```python\nimport rekit\n\nmodel = rekit.load(\"PATH\")  # this directory\n"
-        "model.predict_proba([{\"sentence\": ..., \"subject\": {...}, \"object\": {...}}])\n```\n\n"
-        "or `rekit predict PATH --input test.csv --output submission.csv`.\n"])
+        ("```python\nimport rekit\n\nmodel = rekit.load(\"PATH\")  # this directory\n"
+         "model.predict_proba([{\"sentence\": ..., \"subject\": {...}, \"object\": {...}}])\n```\n\n"
+         "or `rekit predict PATH --input test.csv --output submission.csv`.\n")])

@@ -48,7 +48,7 @@ class SavedTokenizer:
         try:
             self.backend = Tokenizer.from_file(str(d / "tokenizer.json"))
             config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError, Exception) as e:  # tokenizers raises plain Exceptions
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions (and OSError, ValueError)
             raise RekitError(f"cannot load the tokenizer in {d}: {str(e).splitlines()[0] if str(e) else e}") from None
         self.backend.no_truncation()
         self.backend.no_padding()

@@ -1,8 +1,9 @@
 """K-fold cross-validation: read, encode once, fit every fold, collect out-of-fold predictions.
 
 A run directory (README "The run directory"):
-  config.yaml  labels.json  state.json  metrics.jsonl  summary.json  oof.csv
-  fold-K/  model.safetensors config.json rekit.json labels.json tokenizer files result.json oof.safetensors
+  config.yaml  labels.json  state.json  metrics.jsonl  summary.json  oof.csv  README.md (model card)
+  fold-K/  model.safetensors head.safetensors config.json rekit.json labels.json tokenizer files README.md
+           result.json oof.safetensors
            (+ train_state.json and its .safetensors while the fold trains)
 
 A fold is done when result.json and oof.safetensors exist. A resumed run (`resume=True`) skips

@@ -3,7 +3,7 @@
 For a finished run (default: the 5-fold scratch-small run that benchmarks/export_parity.py
 trains), exports it (fp32 and int8, reused if present) and measures on KLUE-RE dev rows:
   samples/s   predict_proba over --rows examples in batches of 64, end to end (tokenising
-              included), best of --repeats after a warm-up; `encode_s` is the tokenising alone
+              included), best of --repeats rounds after a warm-up (the systems take turns in each round); `encode_s` is the tokenising alone
   p50/p99 ms  latency of predict_proba on one example, over --single calls
 All three use --threads intra-op threads (the machine's cores by default). The load average
 is recorded: on a shared machine the absolute numbers move, the ratios less.
@@ -39,21 +39,28 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def measure(model, records, single: int, repeats: int) -> dict:
-    model.predict_proba(records[:64])  # warm-up: first-call allocations, session setup
-    best = float("inf")
+def throughput(systems: dict, records, repeats: int) -> dict:
+    """Best seconds per system over `repeats` rounds; the systems alternate within each round, so
+    a change in the machine's load hits all of them alike instead of whichever ran last."""
+    for model in systems.values():
+        model.predict_proba(records[:64])  # warm-up: first-call allocations, session setup
+    best = dict.fromkeys(systems, float("inf"))
     for _ in range(repeats):
-        t = time.perf_counter()
-        model.predict_proba(records)
-        best = min(best, time.perf_counter() - t)
+        for name, model in systems.items():
+            t = time.perf_counter()
+            model.predict_proba(records)
+            best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def latency(model, records, single: int) -> dict:
     lat = []
     for i in range(single):
         r = records[i % len(records)]
         t = time.perf_counter()
         model.predict_proba([r])
         lat.append((time.perf_counter() - t) * 1000)
-    return {"samples_per_s": round(len(records) / best, 1), "batch_seconds": round(best, 3),
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+    return {"p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2)}
 
 
 def main(argv=None) -> dict:
@@ -83,8 +90,10 @@ def main(argv=None) -> dict:
     t = time.perf_counter()
     enc.encode(records)
     result["encode_s"] = round(time.perf_counter() - t, 3)
+    best = throughput(systems, records, args.repeats)
     for name, model in systems.items():
-        result["systems"][name] = measure(model, records, args.single, args.repeats)
+        result["systems"][name] = {"samples_per_s": round(len(records) / best[name], 1),
+                                   "batch_seconds": round(best[name], 3), **latency(model, records, args.single)}
         print(name, result["systems"][name], file=sys.stderr)
     base = result["systems"]["pytorch-eager"]["samples_per_s"]
     for s in result["systems"].values():

@@ -33,6 +33,10 @@ def _stderr(message: str) -> None:
 
 
 def _load_ensemble(args):
+    if len(args.run_dir) == 1 and (Path(args.run_dir[0]) / "rekit-onnx.json").is_file():
+        from rekit.export.runtime import OnnxEnsemble  # `rekit export`: onnxruntime, no torch
+
+        return OnnxEnsemble(args.run_dir[0], batch_size=min(args.batch_size, 64))
     from rekit.ensemble import Ensemble, oof_run_weights
 
     kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
@@ -52,6 +56,8 @@ def _load_ensemble(args):
 
 def _adapt(args, ens, probs):
     """--calibrate and --adapt-priors: uses the runs' out-of-fold files, never the input's labels."""
+    if args.calibrate == "none" and args.adapt_priors == "none":
+        return probs  # nothing to do (and rekit.ensemble, which imports torch, is not needed)
     import numpy as np
 
     from rekit import adapt

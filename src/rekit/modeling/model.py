@@ -1,8 +1,14 @@
 """The relation classifier: backbone encoder + head, saved as a self-describing directory.
 
-A model directory holds `model.safetensors` (all weights), the backbone's `config.json`,
-`rekit.json` (head and encoding settings), `labels.json` and the tokenizer files. Loading
-rebuilds everything from those files: no pickle, no code from the directory unless allowed.
+A model directory is also a Hugging Face model directory:
+  model.safetensors  the encoder, under the names transformers uses: `AutoModel.from_pretrained(dir)`
+                     returns the trained encoder, `AutoTokenizer.from_pretrained(dir)` its tokenizer
+  head.safetensors   the relation head (`dense.*`, `out.*`; see heads.py), read by rekit
+  config.json        the encoder's config;  tokenizer files
+  rekit.json         head and encoding settings (ModelSpec);  labels.json  the label order
+  README.md          the model card (rekit.modelcard)
+Directories saved before head.safetensors existed hold every weight in model.safetensors under
+`encoder.`/`head.` names; `load` reads both layouts. No pickle, no code from the directory unless allowed.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from rekit.io import atomic_path, atomic_write_text
 from rekit.modeling.heads import HEADS
 
 SPEC_FILE, WEIGHTS_FILE, LABELS_FILE = "rekit.json", "model.safetensors", "labels.json"
+HEAD_FILE = "head.safetensors"
 
 
 @dataclass
@@ -34,10 +41,11 @@ class ModelSpec:
     first_segment: str
     max_length: int
     dropout: float
+    entity_types: list[str] | None = None  # the types seen in training (None: saved before rekit knew them)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelSpec":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class REModel(nn.Module):
@@ -87,14 +95,16 @@ class REModel(nn.Module):
         atomic_write_text(d / SPEC_FILE, json.dumps(asdict(self.spec), indent=2) + "\n")
 
     def save_weights(self, directory: str | Path) -> None:
-        """Only the weights, atomically (the best checkpoint is rewritten on every improvement)."""
+        """Only the weights, atomically per file (the best checkpoint is rewritten on every
+        improvement): the head first, then the encoder in transformers' own names."""
         from safetensors.torch import save_file
 
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(d / WEIGHTS_FILE) as tmp:
-            save_file(state, str(tmp), metadata={"format": "pt", "rekit": "1"})
+        for name, module in ((HEAD_FILE, self.head), (WEIGHTS_FILE, self.encoder)):
+            state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+            with atomic_path(d / name) as tmp:
+                save_file(state, str(tmp), metadata={"format": "pt", "rekit": "2"})
 
     @classmethod
     def load(cls, directory: str | Path, trust_remote_code: bool = False, device: str | torch.device = "cpu"):
@@ -118,10 +128,19 @@ class REModel(nn.Module):
             raise RekitError(f"cannot load model from {d}: {msg}") from None
         label_map = LabelMap.load(d / LABELS_FILE)
         model = cls(encoder, spec)
-        state = load_file(str(d / WEIGHTS_FILE))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(_read_weights(d, load_file), strict=False)
         # Position-id buffers are rebuilt by the backbone; anything else missing is a broken file.
         missing = [k for k in missing if not k.endswith("position_ids")]
         if missing or unexpected:
             raise RekitError(f"{d / WEIGHTS_FILE} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}")
         return model.to(device).eval(), tokenizer, label_map
+
+
+def _read_weights(d: Path, load_file) -> dict:
+    """The REModel state dict of a directory in either layout (see the module docstring)."""
+    state = load_file(str(d / WEIGHTS_FILE))
+    if not (d / HEAD_FILE).is_file():  # the old layout: every weight, prefixed, in one file
+        return state
+    out = {f"encoder.{k}": v for k, v in state.items()}
+    out.update({f"head.{k}": v for k, v in load_file(str(d / HEAD_FILE)).items()})
+    return out

@@ -1,8 +1,9 @@
 """K-fold cross-validation: read, encode once, fit every fold, collect out-of-fold predictions.
 
 A run directory (README "The run directory"):
-  config.yaml  labels.json  state.json  metrics.jsonl  summary.json  oof.csv
-  fold-K/  model.safetensors config.json rekit.json labels.json tokenizer files result.json oof.safetensors
+  config.yaml  labels.json  state.json  metrics.jsonl  summary.json  oof.csv  README.md (model card)
+  fold-K/  model.safetensors head.safetensors config.json rekit.json labels.json tokenizer files README.md
+           result.json oof.safetensors
            (+ train_state.json and its .safetensors while the fold trains)
 
 A fold is done when result.json and oof.safetensors exist. A resumed run (`resume=True`) skips
@@ -29,6 +30,7 @@ from rekit.encoding.tokenize import REEncoder
 from rekit.errors import ConfigError, DataError, RekitError
 from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
+from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
 from rekit.modeling.model import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
@@ -76,6 +78,18 @@ def save_read_report(report, run: Path) -> None:
     report.save(run / READ_REPORT)
 
 
+def _checked_records(records: list[Record], cfg: RunConfig) -> list[Record]:
+    """In-memory training records: the same requirements as a training file's."""
+    unlabeled = [r for r in records if r.label is None]
+    if unlabeled:
+        raise DataError(f"{len(unlabeled)} training records have no label (first: id {unlabeled[0].id}); "
+                        "training needs a label on every record")
+    if not records:
+        raise DataError("no training records")
+    limit = cfg.data.max_train_samples
+    return list(records[:limit]) if limit is not None else list(records)
+
+
 def resolve_label_map(cfg: RunConfig, labels: list[str]) -> LabelMap:
     spec, no_rel = cfg.data.labels, cfg.data.no_relation_label
     no_rel = None if no_rel == "none" else no_rel
@@ -101,8 +115,11 @@ def tokenizer_corpus(records: list[Record], cfg: RunConfig) -> list[str]:
     return texts + [f for f in firsts if f]
 
 
-def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> dict:
+def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False,
+             records: list[Record] | None = None) -> dict:
     """Run the whole K-fold training described by `cfg`; returns the summary (also on disk).
+
+    `records`: train on these (e.g. from `rekit.train`) instead of reading `cfg.data.train`.
 
     `callbacks(fold, row)` are called after every evaluation (see `loop.fit`). With resume=True,
     `cfg.train.output` is an existing run directory made with this config (`rekit train --resume`
@@ -117,11 +134,12 @@ def train_cv(cfg: RunConfig, echo=print, callbacks=(), resume: bool = False) -> 
         raise ConfigError(f"no run directory: pass {'--resume' if resume else '--output'} RUN_DIR")
     # One writer per run directory (rekit.lock): a second train/--overwrite/--resume refuses at once.
     with lock.locked(t.output):
-        return _train_main(cfg, echo, callbacks, resume, tracker, dist, device_name)
+        return _train_main(cfg, echo, callbacks, resume, tracker, dist, device_name, records)
 
 
-def _open_run(cfg: RunConfig, resume: bool, echo) -> tuple[Path, list[Record] | None]:
-    """The run directory, reopened to resume or created anew (after every check that can fail)."""
+def _open_run(cfg: RunConfig, resume: bool, echo, given: list[Record] | None) -> tuple[Path, list[Record] | None]:
+    """The run directory, reopened to resume or created anew (after every check that can fail).
+    `given`: in-memory training records (rekit.train) instead of the training file."""
     t = cfg.train
     if resume:
         run = rundir.reopen(t.output)
@@ -131,18 +149,20 @@ def _open_run(cfg: RunConfig, resume: bool, echo) -> tuple[Path, list[Record] | 
     # mistyped --model, leaves an existing run as it was and creates no new one.
     rundir.check_new(t.output, t.overwrite)
     check_backbone(cfg.model)
-    records, read_report = read_training_file(cfg, echo)
+    records, read_report = (_checked_records(given, cfg), None) if given is not None else read_training_file(cfg, echo)
     resolve_label_map(cfg, [r.label for r in records])  # a label-set mistake fails before the run directory exists
     run = rundir.create(t.output, t.overwrite)
-    save_read_report(read_report, run)
+    if read_report is not None:
+        save_read_report(read_report, run)
     atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())  # first: a run directory with a config can resume
     rundir.write_state(run, "running")
     return run, records
 
 
-def _train_main(cfg: RunConfig, echo, callbacks, resume: bool, tracker, dist, device_name: str) -> dict:
+def _train_main(cfg: RunConfig, echo, callbacks, resume: bool, tracker, dist, device_name: str,
+                given: list[Record] | None) -> dict:
     """The main process, holding the run's lock: open the run, train, record how it ended."""
-    run, records = _open_run(cfg, resume, echo)
+    run, records = _open_run(cfg, resume, echo, given)
     if resume:
         state = rundir.read_state(run)
         if state.get("status") == "finished" and (run / "summary.json").is_file():
@@ -281,6 +301,7 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
             rundir.write_state(run, "running", fold=k, folds_done=sorted(done))
         seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
         model = build_model(m, tokenizer, label_map, t.label_smoothing, train=t)  # loss, token masking
+        model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
         check_max_length(m, model)
         params = count_parameters(model)
         echo(f"fold {k + 1}/{len(folds.splits)}: {len(tr):,} train / {len(va):,} valid, {params / 1e6:.1f}M parameters, {device}")
@@ -344,6 +365,7 @@ def finalize(run: Path, records: list[Record], label_map: LabelMap, extra: dict,
                "resumed": int(rundir.read_state(run).get("resumed", 0)), **extra}
     atomic_write_text(run / "summary.json", json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
     rundir.write_state(run, "finished", folds_done=rundir.folds_done(run))
+    write_run_cards(run)
     if cv:
         echo(f"CV (out-of-fold, {int(held.sum()):,} rows): micro-F1 {cv['micro_f1']:.2f}  AUPRC {cv['auprc']:.2f}  "
              f"accuracy {cv['accuracy']:.4f}")

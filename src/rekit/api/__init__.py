@@ -1,0 +1,6 @@
+"""The public Python API: `rekit.train`, `rekit.load` (re-exported by `rekit`)."""
+
+from rekit.api.loading import Model, load
+from rekit.api.training import TrainResult, train
+
+__all__ = ["Model", "TrainResult", "load", "train"]

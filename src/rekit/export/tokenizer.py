@@ -1,0 +1,77 @@
+"""A run's saved fast tokenizer, driven through the `tokenizers` library alone.
+
+transformers imports torch when it is installed, so the torch-free ONNX runtime cannot use
+`AutoTokenizer`. This adapter reads the same `tokenizer.json` and answers the calls
+`rekit.encoding.tokenize.REEncoder` makes (batch or single, text pairs, offsets, hard
+truncation) the way a transformers fast tokenizer does; the export parity test checks that the
+features are the same.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tokenizers import Tokenizer
+
+from rekit.errors import RekitError
+
+
+class _Single(dict):
+    """One encoding, as `tokenizer(text)` returns it."""
+
+    def __init__(self, enc):
+        super().__init__(input_ids=enc.ids, token_type_ids=enc.type_ids, offset_mapping=enc.offsets)
+        self._seq = enc.sequence_ids
+
+    def sequence_ids(self, _j: int | None = None):
+        return self._seq
+
+
+class _Batch(dict):
+    """Several encodings, as `tokenizer([texts])` returns them (column lists + sequence_ids(j))."""
+
+    def __init__(self, encs):
+        super().__init__(input_ids=[e.ids for e in encs], token_type_ids=[e.type_ids for e in encs],
+                         offset_mapping=[e.offsets for e in encs])
+        self._encs = encs
+
+    def sequence_ids(self, j: int):
+        return self._encs[j].sequence_ids
+
+
+class SavedTokenizer:
+    is_fast = True
+
+    def __init__(self, directory: str | Path):
+        d = Path(directory)
+        try:
+            self.backend = Tokenizer.from_file(str(d / "tokenizer.json"))
+            config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
+        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions (and OSError, ValueError)
+            raise RekitError(f"cannot load the tokenizer in {d}: {str(e).splitlines()[0] if str(e) else e}") from None
+        self.backend.no_truncation()
+        self.backend.no_padding()
+        self.sep_token = _token(config.get("sep_token")) or "[SEP]"
+        pad = _token(config.get("pad_token")) or "[PAD]"
+        self.pad_token_id = self.backend.token_to_id(pad) or 0
+
+    def __call__(self, text, pair=None, return_offsets_mapping: bool = True, truncation=False,
+                 max_length: int | None = None):
+        if truncation and max_length:
+            strategy = "only_second" if truncation == "only_second" else "longest_first"
+            self.backend.enable_truncation(max_length, strategy=strategy)
+        try:
+            if isinstance(text, list):
+                inputs = list(zip(text, pair)) if pair is not None else text
+                return _Batch(self.backend.encode_batch(inputs))
+            return _Single(self.backend.encode(text, pair) if pair is not None else self.backend.encode(text))
+        finally:
+            self.backend.no_truncation()
+
+
+def _token(value) -> str | None:
+    """A special token as tokenizer_config.json writes it: a string or {"content": ...}."""
+    if isinstance(value, dict):
+        return value.get("content")
+    return value

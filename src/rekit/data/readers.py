@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 
+from rekit.convert import coerce_fields
 from rekit.data.formats import community_csv, jsonl, klue_json, legacy_tsv
 from rekit.data.formats.detect import detect_format, normalize_format
 from rekit.data.formats.fields import ENTITY_FIELDS, FIELDS, BadRow, Context, RawRow
@@ -80,6 +81,7 @@ class ReadOptions:
     encoding: str | None = None  # None = detect (UTF-8, or from a UTF-8/16/32 BOM)
 
     def __post_init__(self) -> None:
+        coerce_fields(self, str)  # "64" -> 64, ["label=relation"] -> {"label": "relation"}; typed like the config
         if self.format is not None:
             normalize_format(self.format)  # an unknown name fails here, not at the first read
         _choice("on_mismatch", self.on_mismatch, ("error", "repair", "skip"))

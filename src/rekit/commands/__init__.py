@@ -42,7 +42,7 @@ def add_field_flag(group, f: dataclasses.Field, default, flag: str | None = None
         kw["action"] = argparse.BooleanOptionalAction
     elif kind == "dict":
         kw.update(action="extend", nargs="+", type=_key_value, metavar="KEY=VALUE")
-        help_text += "; several pairs after one flag (--columns a=b c=d) or the flag repeated"
+        help_text += f"; several pairs after one flag ({flag} a=b c=d) or the flag repeated"
     elif kind == "list":
         kw.update(nargs="+", metavar="K")
     group.add_argument(flag, help=help_text.replace("%", "%%"), **kw)

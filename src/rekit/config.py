@@ -158,6 +158,11 @@ class TrainConfig:
 
 SECTIONS: dict[str, type] = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig}
 TRAIN_HELP = "see `rekit train --help` for the options"
+# Other tools' names for rekit's options, so an unknown key can point at the right one.
+ALIASES = {"learning_rate": "lr", "num_train_epochs": "epochs", "num_epochs": "epochs", "max_epochs": "epochs",
+           "train_batch_size": "batch_size", "per_device_train_batch_size": "batch_size",
+           "gradient_accumulation_steps": "grad_accum", "max_seq_length": "max_length", "warmup": "warmup_ratio",
+           "model_name_or_path": "model", "output_dir": "output", "n_folds": "folds", "k_folds": "folds"}
 
 
 @dataclass
@@ -211,7 +216,7 @@ class RunConfig:
         kwargs: dict[str, dict] = {name: {} for name in SECTIONS}
         for name, (value, where) in given.items():
             if name not in owners:
-                raise unknown_key(where, [*owners, *SECTIONS], hint=TRAIN_HELP)
+                raise unknown_key(where, [*owners, *SECTIONS], hint=TRAIN_HELP, aliases=ALIASES)
             klass = SECTIONS[owners[name]]
             kwargs[owners[name]][name] = convert(_field(klass, name), value, where)
         return cls(**{name: SECTIONS[name](**kw) for name, kw in kwargs.items()})
@@ -237,7 +242,7 @@ def check_value(name: str, value: Any, where: str | None = None) -> Any:
     owners = field_owners()
     name = name.replace("-", "_")
     if name not in owners:
-        raise unknown_key(where or name, owners, hint=TRAIN_HELP)
+        raise unknown_key(where or name, owners, hint=TRAIN_HELP, aliases=ALIASES)
     return convert(_field(SECTIONS[owners[name]], name), value, where or f"{owners[name]}.{name}")
 
 
@@ -295,7 +300,8 @@ class PretrainSettings:
     def from_dict(cls, d: dict | None, flags: bool = False) -> PretrainSettings:
         """From a `pretrain:` mapping (or the flags given, labelled `--name`); None values are skipped."""
         label = flag_name if flags else _section("pretrain")
-        return build(cls, {k: v for k, v in (d or {}).items() if v is not None}, label, hint=TRAIN_HELP)
+        return build(cls, {k: v for k, v in (d or {}).items() if v is not None}, label,
+                     hint="see `rekit pretrain --help` for the options")
 
 
 # -- rekit tune ----------------------------------------------------------------------------------

@@ -179,9 +179,14 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def unknown_key(key: str, known: Iterable[str], what: str = "config key", hint: str = "") -> ConfigError:
-    """'unknown config key 'lrr'; did you mean 'lr'?' (difflib's closest valid key)."""
-    close = difflib.get_close_matches(key.split(".")[-1], list(known), n=1, cutoff=0.6)
+def unknown_key(key: str, known: Iterable[str], what: str = "config key", hint: str = "",
+                aliases: dict[str, str] | None = None) -> ConfigError:
+    """'unknown config key 'lrr'; did you mean 'lr'?' (difflib's closest valid key, or the key that
+    another tool's name for the option means: aliases such as learning_rate -> lr)."""
+    aliases = aliases or {}
+    name = key.split(".")[-1]
+    close = difflib.get_close_matches(name, [*known, *aliases], n=1, cutoff=0.6)
+    close = [aliases.get(c, c) for c in close]
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     tail = f"; did you mean {prefix + close[0]!r}?" if close else (f"; {hint}" if hint else "")
     return ConfigError(f"unknown {what} {key!r}{tail}")

@@ -56,7 +56,7 @@ def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
         return get_total_norm(grads, foreach=True)
     if not grads:
         return torch.tensor(0.0)
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).float() for g in grads]))
 
 
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:

@@ -13,7 +13,15 @@ import yaml
 
 from rekit.cli import build_parser, main
 from rekit.commands import explicit_flags, read_options
-from rekit.config import MIN_MAX_LENGTH, ModelConfig, PretrainSettings, RunConfig, TrainConfig, TuneSettings, check_value
+from rekit.config import (
+    MIN_MAX_LENGTH,
+    ModelConfig,
+    PretrainSettings,
+    RunConfig,
+    TrainConfig,
+    TuneSettings,
+    check_value,
+)
 from rekit.data.readers import ReadOptions, write_csv
 from rekit.data.synthetic import make_splits
 from rekit.errors import ConfigError
@@ -28,7 +36,7 @@ TINY = {"model": {"model": "scratch", "scratch_size": "tiny", "scratch_vocab_siz
 
 def rekit(*argv, cwd=None):
     env = {**os.environ, "PYTHONPATH": SRC, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "rekit.cli", *map(str, argv)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "rekit.cli", *map(str, argv)], check=False, capture_output=True, text=True,
                           env=env, cwd=cwd)
 
 
@@ -219,7 +227,7 @@ def test_yaml_with_string_numbers_trains(tmp_path, train_csv):
                  "--max-train-samples", "80"]) == 0
     saved = yaml.safe_load((run / "config.yaml").read_text())["train"]
     assert saved["lr"] == 2e-5 and saved["epochs"] == 3 and saved["only_folds"] == [0]
-    epochs = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in epochs if e.get("fold") == 0][-1] == 3
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from rekit.errors import ConfigError
@@ -61,7 +61,7 @@ def kind_of(annotation: Any) -> tuple[str, bool]:
     return (base if base in ("int", "float", "str", "bool", "list", "dict") else "any"), optional
 
 
-def _bounds_text(meta: dict) -> str:
+def _bounds_text(meta: Mapping[str, Any]) -> str:
     low, high = meta.get("low"), meta.get("high")
     if low is not None and high is not None:
         return f" in {'(' if meta.get('low_open') else '['}{low:g}, {high:g}{')' if meta.get('high_open') else ']'}"
@@ -72,7 +72,7 @@ def _bounds_text(meta: dict) -> str:
     return ""
 
 
-def expected(kind: str, meta: dict) -> str:
+def expected(kind: str, meta: Mapping[str, Any]) -> str:
     """What a field accepts, in words: 'a positive number', 'an integer >= 1', 'true or false'."""
     if meta.get("choices"):
         return "one of " + ", ".join(map(str, meta["choices"]))
@@ -83,7 +83,7 @@ def expected(kind: str, meta: dict) -> str:
             "str": "text", "list": "a list of integers" + bounds, "dict": "a mapping of KEY: VALUE"}.get(kind, "a value")
 
 
-def _in_bounds(x: float, meta: dict) -> bool:
+def _in_bounds(x: float, meta: Mapping[str, Any]) -> bool:
     low, high = meta.get("low"), meta.get("high")
     if low is not None and (x <= low if meta.get("low_open") else x < low):
         return False

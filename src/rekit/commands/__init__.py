@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 
 from rekit.config import SECTIONS, DataConfig
+from rekit.convert import build, flag_name, kind_of
 
 READ_FIELDS = ("format", "on_mismatch", "on_bad_row", "offsets", "columns", "entity_keys", "strict", "max_skip_share")
 
@@ -23,29 +24,28 @@ def _key_value(text: str) -> tuple[str, str]:
 
 def add_field_flag(group, f: dataclasses.Field, default, flag: str | None = None, dest: str | None = None,
                    metavar: str | None = None) -> None:
-    """One flag for a typed dataclass field: type, choices, default shown in the help, and
-    default=SUPPRESS so only flags the user passed reach the config."""
+    """One flag for a typed dataclass field: choices and the default shown in the help, and
+    default=SUPPRESS so only flags the user passed reach the config. Values stay text here: the
+    config's converter (rekit.convert) turns them into numbers and checks them, with the same
+    one-line message for a flag as for a YAML key."""
     flag = flag or "--" + f.name.replace("_", "-")
     help_text = f.metadata.get("help", "")
     if default not in (None, {}, []):
         help_text += f" (default: {default})"
-    kw: dict = {"dest": dest or f.name, "default": argparse.SUPPRESS, "help": help_text.replace("%", "%%")}
+    kw: dict = {"dest": dest or f.name, "default": argparse.SUPPRESS}
     if metavar:
         kw["metavar"] = metavar
-    typ = str(f.type)
+    kind, _ = kind_of(f.type)
     if f.metadata.get("choices"):
         kw["choices"] = f.metadata["choices"]
-    if typ == "bool":
+    if kind == "bool":
         kw["action"] = argparse.BooleanOptionalAction
-    elif typ == "dict":
-        kw.update(action="append", type=_key_value, metavar="KEY=VALUE")
-    elif typ == "list":
-        kw.update(nargs="+", type=int, metavar="K")
-    elif typ.startswith("int"):
-        kw["type"] = int
-    elif typ.startswith("float"):
-        kw["type"] = float
-    group.add_argument(flag, **kw)
+    elif kind == "dict":
+        kw.update(action="extend", nargs="+", type=_key_value, metavar="KEY=VALUE")
+        help_text += f"; several pairs after one flag ({flag} a=b c=d) or the flag repeated"
+    elif kind == "list":
+        kw.update(nargs="+", metavar="K")
+    group.add_argument(flag, help=help_text.replace("%", "%%"), **kw)
 
 
 def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None,
@@ -73,5 +73,5 @@ def explicit_flags(args: argparse.Namespace, klasses=tuple(SECTIONS.values())) -
 def read_options(args: argparse.Namespace):
     from rekit.data.readers import options_from_config
 
-    d = DataConfig(**{k: v for k, v in explicit_flags(args, (DataConfig,)).items() if k in READ_FIELDS})
+    d = build(DataConfig, {k: v for k, v in explicit_flags(args, (DataConfig,)).items() if k in READ_FIELDS}, flag_name)
     return options_from_config(d)

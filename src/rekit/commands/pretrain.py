@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
 from rekit import lock
-from rekit.commands import READ_FIELDS, add_config_flags, read_options
+from rekit.commands import READ_FIELDS, add_config_flags, add_field_flag, read_options
+from rekit.config import ModelConfig, PretrainSettings, check_value
+from rekit.convert import flag_name
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
 from rekit.modeling.source import check_model_source
@@ -50,6 +53,20 @@ def _saved_tokenizer(path: str, extra: list[str]):
     return tok
 
 
+MODEL_FIELDS = {"model": "scratch", "scratch_size": "small", "scratch_vocab_size": 12000, "scratch_tokenizer": "wordpiece",
+                "marker": "none", "dropout": None}  # ModelConfig's options, with pretraining's defaults
+
+
+def _checked(args) -> tuple[PretrainSettings, dict]:
+    """The loop's settings and the model options, converted and checked like `rekit train`'s (same
+    limits, same one-line errors) before any file is read or written."""
+    flags = {f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainSettings) if hasattr(args, f.name)}
+    settings = PretrainSettings.from_dict(flags, flags=True)
+    model = {name: check_value(name, getattr(args, name), flag_name(name)) if hasattr(args, name) else default
+             for name, default in MODEL_FIELDS.items()}
+    return settings, model
+
+
 ARGS_FILE = "command.json"  # in OUT.partial/: the arguments `--resume OUT` continues with
 
 
@@ -71,23 +88,12 @@ def resumed_args(args):
 
 
 def check_args(args) -> Path:
-    """Every flag checked, and the output location, before anything is read or written."""
-    from rekit.config import MARKERS
-
+    """The files and the output location, checked before anything is read or written (the
+    options are checked by `_checked`)."""
     if args.resume:
         return Path(args.output)
     if not args.train or not args.output:
         raise ConfigError("pass --train FILE and --output DIR (or --resume DIR to continue an interrupted run)")
-    if args.marker not in MARKERS:
-        raise ConfigError(f"--marker must be one of {', '.join(MARKERS)}")
-    if args.epochs < 1 or args.lr <= 0 or args.batch_size < 1 or not 0 < args.mask_prob < 1:
-        raise ConfigError("--epochs and --batch-size must be >= 1, --lr > 0 and --mask-prob in (0, 1)")
-    if args.max_length < 8 or not 0 <= args.warmup_ratio < 1:
-        raise ConfigError("--max-length must be >= 8 and --warmup-ratio in [0, 1)")
-    if args.save_minutes < 0:
-        raise ConfigError(f"--save-minutes must be >= 0, got {args.save_minutes}")
-    if args.save_every < -1:
-        raise ConfigError(f"--save-every must be >= -1 (-1: never), got {args.save_every}")
     for path in [args.train, *args.extra_text]:
         check_file(Path(path))  # a mistyped path fails at once, before torch is imported
     from rekit.training.mlm import work_dir
@@ -103,16 +109,17 @@ def check_args(args) -> Path:
 def run(args) -> int:
     if args.resume:
         args = resumed_args(args)
+    settings, m = _checked(args)
     out = check_args(args)
-    if args.model != "scratch":
-        check_model_source(args.model)  # a mistyped --model fails now, before any reading or locking
+    if m["model"] != "scratch":
+        check_model_source(m["model"])  # a mistyped --model fails now, before any reading or locking
     # One writer per output directory (rekit.lock). The engine builds the model in OUT.partial/
     # and replaces OUT only once the new one is complete, so --overwrite keeps the old one till then.
     with lock.locked(out, "output directory"):
-        return _pretrain(args, out)
+        return _pretrain(args, out, settings, m)
 
 
-def _pretrain(args, out: Path) -> int:
+def _pretrain(args, out: Path, settings: PretrainSettings, m: dict) -> int:
     """Read the texts, build the tokenizer (and model), train and publish into `out`."""
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
@@ -120,29 +127,22 @@ def _pretrain(args, out: Path) -> int:
     from rekit.runtime import seed_everything
     from rekit.training.interrupts import TrainingInterrupted
     from rekit.training.mlm import work_dir
-    from rekit.training.pretrain import PretrainSettings, pretrain
+    from rekit.training.pretrain import pretrain
 
     work = work_dir(out)
-    texts = unique_texts(read_texts([args.train, *args.extra_text], args, args.marker))
+    texts = unique_texts(read_texts([args.train, *args.extra_text], args, m["marker"]))
     if not texts:
         raise RekitError("no sentences to pretrain on")
-    settings = PretrainSettings(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, warmup_ratio=args.warmup_ratio,
-        weight_decay=args.weight_decay, mask_prob=args.mask_prob, masking=args.masking, max_length=args.max_length,
-        seed=args.seed, max_minutes=args.max_minutes, precision=args.precision, device=args.device,
-        progress=args.progress, graphs=args.graphs, save_every=args.save_every,
-        save_minutes=args.save_minutes,
-    )
     if args.tokenizer_only:
-        extra = new_tokens(args.marker, sorted(set(args.entity_types)))
-        tokenizer = scratch.train_tokenizer(texts, args.scratch_vocab_size, extra, kind=args.scratch_tokenizer)
+        extra = new_tokens(m["marker"], sorted(set(args.entity_types)))
+        tokenizer = scratch.train_tokenizer(texts, m["scratch_vocab_size"], extra, kind=m["scratch_tokenizer"])
         out.mkdir(parents=True, exist_ok=True)
         tokenizer.save_pretrained(out)
-        print(f"tokenizer ({len(tokenizer):,} tokens, {args.scratch_tokenizer}) saved to {out}; "
+        print(f"tokenizer ({len(tokenizer):,} tokens, {m['scratch_tokenizer']}) saved to {out}; "
               f"use it with: rekit pretrain --tokenizer {out} ...")
         return 0
-    seed_everything(args.seed)  # before init: the weights draw from this RNG
-    model, tokenizer = build(args, texts, work)
+    seed_everything(settings.seed)  # before init: the weights draw from this RNG
+    model, tokenizer = build(args, m, texts, work)
     try:
         pretrain(model, tokenizer, texts, settings, out, resume=bool(args.resume),
                  on_start=lambda: save_args(args, work))
@@ -161,28 +161,28 @@ def save_args(args, work: Path) -> None:
     atomic_write_text(work / ARGS_FILE, json.dumps(saved, indent=1, default=str) + "\n")
 
 
-def build(args, texts: list[str], work: Path):
+def build(args, m: dict, texts: list[str], work: Path):
     """The model and tokenizer to pretrain. A resumed run takes the tokenizer it started with
     (saved in the work directory); its weights come from the saved state."""
     from rekit.encoding.markers import new_tokens
     from rekit.modeling import scratch
     from rekit.training.pretrain import scratch_mlm_model
 
-    if args.model == "scratch":
+    if m["model"] == "scratch":
         # Types seen in the data get their marker tokens now, so fine-tuning adds none.
-        extra = new_tokens(args.marker, sorted(set(args.entity_types)))
+        extra = new_tokens(m["marker"], sorted(set(args.entity_types)))
         if args.resume and (work / "tokenizer").is_dir():
             tokenizer = _saved_tokenizer(str(work / "tokenizer"), [])
         elif args.tokenizer:
             tokenizer = _saved_tokenizer(args.tokenizer, extra)
         else:
-            tokenizer = scratch.train_tokenizer(texts, args.scratch_vocab_size, extra, kind=args.scratch_tokenizer)
-        return scratch_mlm_model(tokenizer, args.scratch_size, 512, args.dropout), tokenizer
+            tokenizer = scratch.train_tokenizer(texts, m["scratch_vocab_size"], extra, kind=m["scratch_tokenizer"])
+        return scratch_mlm_model(tokenizer, m["scratch_size"], 512, m["dropout"]), tokenizer
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
     from rekit.modeling.backbone import _from_pretrained
 
-    return _from_pretrained(AutoModelForMaskedLM, args.model), _from_pretrained(AutoTokenizer, args.model)
+    return _from_pretrained(AutoModelForMaskedLM, m["model"]), _from_pretrained(AutoTokenizer, m["model"])
 
 
 def register(sub) -> None:
@@ -202,42 +202,19 @@ def register(sub) -> None:
     p.add_argument("--resume", metavar="OUTPUT",
                    help="continue an interrupted `rekit pretrain --output OUTPUT` (crash, kill, Ctrl-C) from its saved "
                    "state, with its arguments (only --device and --progress may be given again)")
-    p.add_argument("--save-every", type=int, default=0,
-                   help="also save the training state every N steps (0: at epoch ends only; -1: never)")
-    p.add_argument("--save-minutes", type=float, default=5.0,
-                   help="save the state at an epoch end only if the last save is at least this old (0: every epoch end)")
-    p.add_argument("--model", default="scratch", help="'scratch' (new tokenizer + random init) or a model to continue pretraining")
-    p.add_argument("--scratch-size", default="small", choices=("tiny", "small", "medium", "base"), help="size preset for scratch")
-    p.add_argument("--scratch-vocab-size", type=int, default=12000, help="tokenizer vocabulary size for scratch")
-    p.add_argument("--scratch-tokenizer", default="wordpiece", choices=("wordpiece", "morpheme"),
-                   help="morpheme: vocabulary from Korean morphemes (needs kiwipiepy)")
+    model_group = p.add_argument_group("model options (as for rekit train)")
+    for f in dataclasses.fields(ModelConfig):
+        if f.name in MODEL_FIELDS:
+            add_field_flag(model_group, f, MODEL_FIELDS[f.name])
     p.add_argument("--tokenizer", metavar="DIR", help="use this saved tokenizer instead of training one "
                    "(see `rekit pretrain --tokenizer-only`)")
     p.add_argument("--tokenizer-only", action="store_true",
                    help="only build the scratch tokenizer and save it to --output (no model, no training): "
                    "e.g. make a morpheme vocabulary where kiwipiepy is installed, pretrain elsewhere")
-    p.add_argument("--marker", default="none",
-                   help="'none': plain sentences; a marker scheme: the marked text of every row (as rekit train sees it)")
     p.add_argument("--entity-types", nargs="*", default=["PER", "ORG", "LOC", "DAT", "POH", "NOH"],
                    help="entity types whose marker tokens to add (typed_entity_marker only)")
-    p.add_argument("--epochs", type=int, default=40, help="passes over the sentences")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (a 6-layer encoder diverged at 3e-4 on KLUE-RE; see BENCHMARKS.md)")
-    p.add_argument("--batch-size", type=int, default=128, help="sentences per step")
-    p.add_argument("--warmup-ratio", type=float, default=0.06, help="share of steps with linear warmup")
-    p.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
-    p.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens to predict")
-    p.add_argument("--masking", default="word", choices=("token", "word", "span"),
-                   help="token: single pieces; word: whole words; span: runs of whole words")
-    p.add_argument("--max-length", type=int, default=128, help="tokens per sentence (longer ones are cut)")
-    p.add_argument("--dropout", type=float, default=None, help="dropout of a scratch encoder (default 0.1)")
-    p.add_argument("--max-minutes", type=float, default=None, help="time budget: shorten the schedule to fit it")
-    p.add_argument("--seed", type=int, default=42, help="random seed")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
-                   help="auto: bf16 autocast on CUDA, fp32 on CPU")
-    p.add_argument("--graphs", default=True, action=argparse.BooleanOptionalAction,
-                   help="on CUDA (bf16/fp32): replay each batch shape's whole step as a CUDA graph, captured once "
-                   "(the host launches one graph per step instead of thousands of kernels)")
-    p.add_argument("--progress", default=True, action=argparse.BooleanOptionalAction, help="show a progress bar")
+    group = p.add_argument_group("pretraining options")
+    for f in dataclasses.fields(PretrainSettings):
+        add_field_flag(group, f, f.default)
     add_config_flags(p, only=READ_FIELDS, sections=("data",))
     p.set_defaults(func=run)

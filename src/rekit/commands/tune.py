@@ -15,6 +15,7 @@ from rekit.errors import ConfigError
 EXAMPLE = """\
 examples:
   rekit tune --config configs/tune-scratch.yaml --output runs/study --trials 20
+  rekit tune --train train.csv --model scratch --output runs/study   # the default search space
   rekit tune --output runs/study --workers 2            # resume, two worker processes
   rekit tune --output runs/study --export best.yaml     # then: rekit train --config best.yaml
   rekit tune --config c.yaml --output runs/study --storage postgresql://user:pw@db-host/optuna
@@ -135,7 +136,8 @@ def register(sub) -> None:
             "Search hyper-parameters: each trial trains the base config with sampled values as a normal run "
             "directory STUDY_DIR/trial-NNNN (STUDY_DIR is --output) and scores it (CV micro-F1 by default), "
             "pruning poor trials after each evaluation. The search space is the config file's tune.space "
-            "section (see configs/tune-scratch.yaml). The study is stored in STUDY_DIR/study.db (SQLite) or "
+            "section (see configs/tune-scratch.yaml); without one, a default space over lr, batch size, epochs, "
+            "warmup ratio, optimizer and dropout, printed at the start and saved with the study. The study is stored in STUDY_DIR/study.db (SQLite) or "
             "--storage URL; rerunning resumes it, and several workers (--workers N, or the same command on "
             "other machines with a shared --storage) share it.", 100),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)

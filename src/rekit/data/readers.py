@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from pathlib import Path
 
+from rekit.convert import coerce_fields
 from rekit.data.formats import community_csv, jsonl, klue_json, legacy_tsv
 from rekit.data.formats.detect import detect_format, normalize_format
 from rekit.data.formats.fields import ENTITY_FIELDS, FIELDS, BadRow, Context, RawEntity, RawRow
@@ -138,6 +139,7 @@ class ReadOptions:
     max_skip_share: float = 0.01  # on_bad_row="auto": the largest share of rows skipped without an error
 
     def __post_init__(self) -> None:
+        coerce_fields(self, str)  # "64" -> 64, ["label=relation"] -> {"label": "relation"}; typed like the config
         if self.format is not None:
             normalize_format(self.format)  # an unknown name fails here, not at the first read
         _choice("on_mismatch", self.on_mismatch, MISMATCH_MODES)

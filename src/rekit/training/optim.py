@@ -39,6 +39,17 @@ def is_fused(optimizer: torch.optim.Optimizer) -> bool:
     return all(group.get("fused") for group in optimizer.param_groups)
 
 
+def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the gradients, on their device (no host sync): torch's
+    get_total_norm (torch >= 2.6), else the same from per-tensor norms (torch 2.2-2.5)."""
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)
+    if get_total_norm is not None:
+        return get_total_norm(grads, foreach=True)
+    if not grads:
+        return torch.tensor(0.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).float() for g in grads]))
+
+
 def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:
     """Clip the gradients' global norm to max_grad_norm (as clip_grad_norm_ does), then step.
 
@@ -55,7 +66,7 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], 
         optimizer.step()
         return
     grads = [q.grad for q in params if q.grad is not None]
-    norm = torch.nn.utils.get_total_norm(grads, foreach=True).float()
+    norm = total_norm(grads).float()
     # clip_grad_norm_ multiplies by min(1, max / (norm + 1e-6)); dividing by its inverse is the same.
     optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_grad_norm, min=1.0)
     try:

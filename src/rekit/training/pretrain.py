@@ -20,12 +20,13 @@ import functools
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from rekit.config import PretrainSettings
 from rekit.modeling.mlm_data import IGNORE, MLMCollator, MLMCorpus, encode_corpus
 from rekit.runtime import autocast, autocast_dtype, resolve_device, seed_everything
 from rekit.training import engine, mlm
@@ -36,27 +37,8 @@ from rekit.training.optim import LRPlan, adamw, param_groups
 LOG_FILE, SUMMARY_FILE = mlm.LOG_FILE, "pretrain.json"
 
 
-@dataclass
-class PretrainSettings:
-    epochs: int = 40  # small corpora need many passes; dynamic masking keeps them different
-    lr: float = 1e-4  # peak; measured: a 6 x 512 post-LN encoder collapsed at 3e-4 (BENCHMARKS.md)
-    batch_size: int = 128
-    warmup_ratio: float = 0.06
-    scheduler: str = "linear"
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    mask_prob: float = 0.15
-    masking: str = "word"
-    max_length: int = 128  # KLUE-RE sentences: 99 % fit in 128 word pieces
-    valid_share: float = 0.02  # held-out sentences for an honest perplexity
-    seed: int = 42
-    max_minutes: float | None = None  # time budget: the schedule is shortened to fit it
-    precision: str = "auto"
-    device: str = "auto"
-    progress: bool = True
-    graphs: bool = True  # on CUDA: whole steps replayed as CUDA graphs (training/graphs.py)
-    save_every: int = 0  # training state saved at epoch ends (0), also every N steps (N), or never (-1)
-    save_minutes: float = 5.0  # epoch-end saves at most this often (0: every epoch end); short epochs are common
+# PretrainSettings (epochs, lr, batch_size, ... with their defaults and limits) is defined with the
+# other options in rekit/config.py, and imported from here by the command and the tests.
 
 
 def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):

@@ -31,6 +31,20 @@ NOT_SEARCHABLE = frozenset({
 })
 
 
+def default_space(model: str) -> dict:
+    """What people sweep by hand, used when a study is given no `tune.space` (saved with the study,
+    so a resumed one searches the same). A model trained from random init wants larger steps."""
+    lr = (1e-4, 3e-3) if model == "scratch" else (1e-5, 1e-4)
+    return {
+        "lr": {"type": "loguniform", "low": lr[0], "high": lr[1]},
+        "batch_size": {"type": "categorical", "choices": [16, 32, 64]},
+        "epochs": {"type": "int", "low": 2, "high": 5},
+        "warmup_ratio": {"type": "float", "low": 0.0, "high": 0.2},
+        "optimizer": {"type": "categorical", "choices": ["adamw", "adam"]},
+        "dropout": {"type": "float", "low": 0.0, "high": 0.3},
+    }
+
+
 @dataclass(frozen=True)
 class Param:
     name: str

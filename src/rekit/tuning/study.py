@@ -26,7 +26,7 @@ from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 from rekit.io import atomic_write_text
 from rekit.tuning.settings import TuneSettings, read_config_file
-from rekit.tuning.space import Param, parse_space
+from rekit.tuning.space import Param, default_space, parse_space
 from rekit.tuning.storage import (
     STORAGE_ENV,
     default_url,
@@ -126,24 +126,26 @@ def prepare(config: str | None, base_flags: dict, tune_flags: dict, echo=print) 
     study_dir = Path(cfg.train.output)
     if study_dir.exists() and not study_dir.is_dir():
         raise ConfigError(f"--output {study_dir} exists and is not a directory")
-    resuming = is_study_dir(study_dir) and not cfg.train.overwrite
+    overwrite = cfg.train.overwrite
+    resuming = is_study_dir(study_dir) and not overwrite
     if is_study_dir(study_dir) and not config:
         # `rekit tune --output DIR`: carry on with what the study was started with (+ flags).
         meta = _read_meta(study_dir)
         cfg = RunConfig.from_dict(meta["base"], {**base_flags, "output": str(study_dir)})
         tune_dict = {**meta["settings"], "storage": stored_url(meta, study_dir, (tune_flags or {}).get("storage"))}
-    elif not config and not is_study_dir(study_dir):
-        raise ConfigError("no config file: pass --config FILE with a tune.space section (see configs/tune-scratch.yaml)")
+    if not tune_dict.get("space"):
+        tune_dict = {**tune_dict, "space": default_space(cfg.model.model)}
+        echo("no tune.space given: searching the default space (saved with the study; a tune.space section in --config replaces it)")
     if cfg.data.train:
         check_file(Path(cfg.data.train))  # a mistyped path: no study directory, no trial started
-    if cfg.train.overwrite and study_dir.is_dir() and any(study_dir.iterdir()):
-        shutil.rmtree(study_dir)
-    if not resuming and study_dir.is_dir() and any(study_dir.iterdir()):
-        raise ConfigError(f"{study_dir} is not empty and holds no study; pass another --output (or --overwrite)")
     base = dataclasses.replace(cfg.train, output=str(study_dir), overwrite=False)
     cfg = RunConfig(cfg.data, cfg.model, base)
     settings = TuneSettings.from_dict(tune_dict, tune_flags)
-    params = parse_space(settings.space, cfg.to_dict())
+    params = parse_space(settings.space, cfg.to_dict())  # all checked before --overwrite removes anything
+    if overwrite and study_dir.is_dir() and any(study_dir.iterdir()):
+        shutil.rmtree(study_dir)
+    if not resuming and study_dir.is_dir() and any(study_dir.iterdir()):
+        raise ConfigError(f"{study_dir} is not empty and holds no study; pass another --output (or --overwrite)")
     url = url_for(study_dir, settings.storage)
     default_storage = url == default_url(study_dir)
     name = settings.study_name or study_dir.resolve().name

@@ -89,10 +89,12 @@ def test_bad_examples_get_the_readers_one_line_errors(api_run, tmp_path, capsys,
     with pytest.raises(DataError) as e:
         model.predict([EXAMPLE, bad])
     assert str(e.value).startswith("examples[1]: ") and problem in str(e.value) and "\n" not in str(e.value)
-    # The same example in a JSON Lines file, through the CLI: the same problem, one line, exit 2.
+    # The same example in a JSON Lines file, through the CLI with --strict (by default `rekit predict`
+    # still predicts such a row, repaired or clamped, and lists it in its read report): the same
+    # problem, one line, exit 2.
     (tmp_path / "bad.jsonl").write_text(json.dumps({"id": "x", **bad}, ensure_ascii=False) + "\n", encoding="utf-8")
     assert main(["predict", str(result.output), "--input", str(tmp_path / "bad.jsonl"), "--output",
-                 str(tmp_path / "p.csv"), "--device", "cpu"]) == 2
+                 str(tmp_path / "p.csv"), "--device", "cpu", "--strict"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("rekit: error: ") and problem in err and "\n" not in err
 

@@ -1,8 +1,7 @@
 """The served model: labels, a label-list version, and batched class probabilities.
 
-`load_model` is the one place the server touches the model API. Today it adapts the fold
-ensemble (`rekit.ensemble.Ensemble`); once `rekit.load` exists (run dir, fold dir or ONNX export)
-it becomes `rekit.load(path)` and nothing else in rekit/serve changes.
+`load_model` is the one place the server touches the model API: `rekit.load` (a run directory,
+a fold directory or an ONNX export, which serves without torch).
 """
 
 from __future__ import annotations
@@ -35,36 +34,39 @@ class ServedModel:
         self.predict_proba([Record("warm-up", "A B", Entity("A", 0, 1), Entity("B", 2, 3))])
 
 
-class _EnsembleAdapter:
-    """`Ensemble` under the `rekit.load` interface (`classes_` -> `labels`)."""
-
-    def __init__(self, ensemble):
-        self.ensemble = ensemble
-        self.labels = list(ensemble.classes_)
-
-    def predict_proba(self, records):
-        return self.ensemble.predict_proba(records)
-
-
 def load_model(path: str | Path, device: str = "auto", threads: int | None = None) -> ServedModel:
     """Called on the model thread, which then runs every batch."""
-    if threads:
-        import torch
+    from rekit.api.loading import ONNX_MANIFEST, load
 
-        torch.set_num_threads(threads)
-    # MERGE: replace the next two lines with `model = rekit.load(path, device=device)` (or
-    # `rekit.load(path)` if it takes no device) once rekit.load exists; drop _EnsembleAdapter.
-    from rekit.ensemble import Ensemble
+    if (Path(path) / ONNX_MANIFEST).is_file():
+        model = load(path, threads=threads) if threads else load(path)
+    else:
+        if threads:
+            import torch
 
-    model = _EnsembleAdapter(Ensemble.load(path, device=device))
-    served = ServedModel(model, str(path))
+            torch.set_num_threads(threads)
+        model = load(path, device=device)
+    # The request items are validated already (rekit/serve/validation.py): the backend gets Records.
+    served = ServedModel(_Backend(model), str(path))
     served.warm_up()
     return served
 
 
+class _Backend:
+    """A loaded `rekit.Model`'s labels with its backend's batched predict_proba on Records (the
+    same path as `rekit predict`)."""
+
+    def __init__(self, model):
+        self.labels = list(model.labels)
+        self.predict_proba = model.backend.predict_proba
+
+
 def check_path(path: str | Path) -> None:
     """Fail at once, before the server starts, on a path that holds no model (RekitError)."""
-    # MERGE: rekit.load also reads ONNX exports; accept whatever it accepts (e.g. skip this for them).
+    from rekit.api.loading import ONNX_MANIFEST
+
+    if (Path(path) / ONNX_MANIFEST).is_file():
+        return
     from rekit.ensemble import model_dirs
 
     model_dirs(path)

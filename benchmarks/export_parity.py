@@ -34,6 +34,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--scratch-size", default="small")
     p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--train-device", default="cpu",
+                   help="where the run trains (cuda: a GPU host trains a useful model in seconds); the parity "
+                   "itself always compares on the CPU, in fp32")
     p.add_argument("--out", help="write the results as JSON here")
     return p.parse_args(argv)
 
@@ -47,7 +50,7 @@ def ensure_run(args) -> Path:
         return run
     rekit.train(train=args.train, output=run, model="scratch", folds=args.folds, overwrite=True,
                 scratch_size=args.scratch_size, scratch_vocab_size=8000, max_length=args.max_length,
-                epochs=args.epochs, lr=5e-4, batch_size=32, max_train_samples=args.train_rows, device="cpu")
+                epochs=args.epochs, lr=5e-4, batch_size=32, max_train_samples=args.train_rows, device=args.train_device)
     return run
 
 
@@ -74,6 +77,7 @@ def main(argv=None) -> dict:
         probs[name] = rekit.load(d, batch_size=64).predict_proba(known)
     ref = probs["torch-fp32"]
     result = {"rows": len(known), "run": str(run), "train_rows": args.train_rows, "epochs": args.epochs,
+              "train_device": args.train_device,
               "folds": args.folds, "scratch_size": args.scratch_size, "train_seconds": round(train_s, 1),
               "cpu_count": os.cpu_count(), "load_avg": os.getloadavg(), "systems": {}}
     for name, p in probs.items():

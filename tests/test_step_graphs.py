@@ -25,6 +25,18 @@ needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA grap
 def test_auto_is_graphs_on_cuda_and_eager_on_cpu():
     assert resolve_compile("auto", CUDA) == "graphs"
     assert resolve_compile("auto", CPU) == "off"
+    assert resolve_compile("auto", CPU, epochs=10) == "off"
+    assert resolve_compile("graphs", CUDA, epochs=10) == "graphs"  # an explicit mode is kept
+
+
+def test_auto_picks_inductor_for_folds_long_enough_to_pay_back_its_compiling(monkeypatch):
+    from rekit.training import step
+
+    monkeypatch.setattr(step, "_has_triton", lambda: True)
+    assert [resolve_compile("auto", CUDA, epochs=e) for e in (1, 2, 3, 8)] == \
+        ["graphs", "graphs", "graphs-inductor", "graphs-inductor"]
+    monkeypatch.setattr(step, "_has_triton", lambda: False)  # no triton: inductor cannot compile for the GPU
+    assert resolve_compile("auto", CUDA, epochs=8) == "graphs"
     assert resolve_compile("reduce-overhead", CPU) == "reduce-overhead"
     assert pad_multiple(0, "graphs", CUDA) == 8
     assert pad_multiple(0, "reduce-overhead", CUDA) == 32

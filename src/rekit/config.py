@@ -134,7 +134,8 @@ class TrainConfig:
     token_mask_prob: float = _f(0.1, "share of ordinary tokens masked per step with --augment mask", low=0,
                                  high=1, high_open=True)
     precision: str = _f("auto", "auto: bf16 autocast on CUDA (fp16 if no bf16), fp32 on CPU", ("auto", "bf16", "fp16", "fp32"))
-    compile: str = _f("auto", "how the training step runs on a GPU: auto (= graphs on CUDA, off on CPU), off "
+    compile: str = _f("auto", "how the training step runs on a GPU: auto (CUDA: graphs-inductor for folds of 3 or more epochs, "
+                      "where its compiling pays back, else graphs; CPU: off), off "
                       "(eager), graphs (each padded batch shape captured once as a CUDA graph of the whole step: "
                       "forward, backward, clipping, AdamW), graphs-inductor (the same over torch.compile-fused "
                       "kernels: 16 % faster per step, after 20-30 s of compiling; for runs of several epochs), or torch.compile's default, reduce-overhead, "

@@ -163,7 +163,7 @@ class FoldTrainer:
 
     def _compile_mode(self) -> str:
         cfg = self.cfg
-        mode = resolve_compile(cfg.compile, self.device)
+        mode = resolve_compile(cfg.compile, self.device, cfg.epochs)
         why_eager = step_graphs.usable(self.device, cfg.grad_accum, self.amp_dtype) if mode in GRAPH_MODES else None
         if why_eager:
             if cfg.compile != "auto":

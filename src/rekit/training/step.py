@@ -13,14 +13,27 @@ from rekit.runtime import compile_blocks
 GRAPH_MODES = ("graphs", "graphs-inductor")  # whole-step CUDA graphs (training/graphs.py)
 
 
-def resolve_compile(mode: str, device: torch.device) -> str:
-    """auto = whole-step CUDA graphs on a GPU (graphs.py; one capture per padded shape, seconds in
-    all, measured in BENCHMARKS.md "Training throughput"), eager on a CPU. torch.compile's own
-    modes stay options: with KLUE's varying lengths they recompile and re-record for minutes per
-    fold, which a 2-3 minute fold never wins back."""
-    if mode == "auto":
-        return "graphs" if device.type == "cuda" else "off"
-    return mode
+INDUCTOR_MIN_EPOCHS = 3  # graphs-inductor pays back its compilation after about 3 epochs (BENCHMARKS.md)
+
+
+def resolve_compile(mode: str, device: torch.device, epochs: int = 1) -> str:
+    """auto, from the work planned: on a GPU, whole-step CUDA graphs (graphs.py; one capture per
+    padded shape, seconds in all), over inductor-fused layers when a fold trains for
+    INDUCTOR_MIN_EPOCHS epochs or more (their 20-30 s of compiling is then paid back: 16 % faster
+    steps, BENCHMARKS.md "Training throughput") and triton is installed; eager on a CPU.
+    torch.compile's own modes stay options: with KLUE's varying lengths they recompile and
+    re-record for minutes per fold, which a 2-3 minute fold never wins back."""
+    if mode != "auto":
+        return mode
+    if device.type != "cuda":
+        return "off"
+    return "graphs-inductor" if epochs >= INDUCTOR_MIN_EPOCHS and _has_triton() else "graphs"
+
+
+def _has_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
 
 
 def compile_forward(module: torch.nn.Module, mode: str):

@@ -169,6 +169,8 @@ class FoldTrainer:
             if cfg.compile != "auto":
                 self.echo(f"{self.desc}: --compile {cfg.compile}: {why_eager}")
             mode = "off"
+        elif cfg.compile == "auto" and mode in GRAPH_MODES:
+            self.echo(f"{self.desc}: --compile auto: {mode} ({cfg.epochs} epochs per fold)")
         return mode
 
     def _note(self, note: str) -> None:

@@ -83,7 +83,9 @@ def resumed_args(args):
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path}: unreadable ({e}); delete {work_dir(out)} and start over") from None
-    keep = {"progress": args.progress, "device": args.device, "resume": args.resume, "output": args.resume}
+    # Flags left out are absent from `args` (only given flags override), so these two are optional.
+    keep = {k: getattr(args, k) for k in ("progress", "device") if getattr(args, k, None) is not None}
+    keep.update(resume=args.resume, output=args.resume)
     return argparse.Namespace(**{**saved, **keep, "func": args.func})
 
 

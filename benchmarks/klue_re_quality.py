@@ -208,7 +208,7 @@ def oof_of(dirs: list[Path], y_train):
     """(probs, labels) of the folds' out-of-fold predictions (training rows only), or None."""
     import numpy as np
 
-    from rekit.training import rundir
+    from rekit import rundir
 
     ps, ys = [], []
     for d in dirs:
@@ -226,7 +226,7 @@ def typepair_mixture(dirs: list[Path], train, y_train, label_map):
 
     from rekit.baselines import TypePairMajority
     from rekit.ensemble import fit_run_weights
-    from rekit.training import rundir
+    from rekit import rundir
 
     nets, rules, ys = [], [], []
     for d in dirs:
@@ -245,7 +245,7 @@ def typepair_mixture(dirs: list[Path], train, y_train, label_map):
 
 def merge_folds(work: Path, folds: int, records, label_map) -> Path | None:
     """The fold runs (one process each) merged into one rekit run directory (oof.csv, summary.json)."""
-    from rekit.training import rundir
+    from rekit import rundir
     from rekit.training.cv import finalize
 
     merged = work / "rekit-5fold"

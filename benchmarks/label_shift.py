@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     from rekit.data.readers import read_records
     from rekit.ensemble import Ensemble
     from rekit.metrics import evaluate
-    from rekit.training import rundir
+    from rekit import rundir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a fold model directory (with oof.safetensors)")

@@ -9,7 +9,9 @@ from rekit import adapt
 from rekit.cli import main
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
-from rekit.ensemble import Ensemble, fit_run_weights, read_oof, training_prior
+from rekit.adapt import training_prior
+from rekit.ensemble import Ensemble, fit_run_weights
+from rekit.rundir import read_oof
 
 MEANS = np.array([-2.0, 0.0, 2.0])
 

@@ -24,7 +24,8 @@ import torch
 from conftest import make_tiny_bert_work
 
 from rekit.cli import main
-from rekit.training import checkpoint, rundir
+from rekit import rundir
+from rekit.training import checkpoint
 
 TRAIN = ["--folds", "2", "--max-length", "48", "--epochs", "3", "--lr", "1e-3", "--batch-size", "16",
          "--eval-every", "3", "--save-every", "1", "--deterministic", "--device", "cpu", "--no-progress"]

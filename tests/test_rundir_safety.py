@@ -197,8 +197,9 @@ def _spec_n_labels(p: Path) -> None:
     ("fold-0/model.safetensors", _bad_header, "fold-0/model.safetensors"),
     ("fold-1/labels.json", _labels(-1), "fold-1/rekit.json"),
     ("fold-1/labels.json", _labels(+1), "fold-1/labels.json"),
-    ("fold-0/labels.json", _labels_and_spec(-1), "fold-0/model.safetensors"),
-    ("fold-0/labels.json", _labels_and_spec(+1), "fold-0/model.safetensors"),
+    # the classifier's weights: head.safetensors since the HF-loadable fold layout
+    ("fold-0/labels.json", _labels_and_spec(-1), "fold-0/head.safetensors"),
+    ("fold-0/labels.json", _labels_and_spec(+1), "fold-0/head.safetensors"),
     ("fold-0/rekit.json", _spec_n_labels, "fold-0/rekit.json"),
     ("fold-0/labels.json", lambda p: p.write_text("{oops"), "fold-0/labels.json"),
     ("config.yaml", lambda p: p.write_bytes(b"train:\n  folds: \xff\xfe\n"), "run/config.yaml"),

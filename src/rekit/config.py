@@ -32,6 +32,7 @@ HEADS = ("entity", "cls")
 SCRATCH_SIZES = ("tiny", "small", "medium", "base")
 SCRATCH_TOKENIZERS = ("wordpiece", "morpheme")
 LOSSES = ("ce", "focal")
+AUGMENTS = ("swap", "entity", "punct", "mask")  # data/augment.py (records), modeling/masking.py (mask)
 METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1", "loss")
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # backends live in rekit/tracking.py
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -41,6 +42,15 @@ OBJECTIVE_METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1")  # tune object
 # Measured: with a 1 s heartbeat (2 s grace), 8 workers on 2 busy cores had a healthy trial failed as
 # stale; heartbeats are cheap, but a long grace only delays recovery of workers on other machines.
 MIN_HEARTBEAT_S = 10
+
+
+def parse_augments(spec: str) -> tuple[str, ...]:
+    """'swap,entity' -> ('swap', 'entity'); '' or 'none' -> ()."""
+    names = tuple(x.strip() for x in spec.split(",") if x.strip() and x.strip() != "none")
+    bad = [n for n in names if n not in AUGMENTS]
+    if bad:
+        raise ValueError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTS)}")
+    return names
 
 
 def described(default: Any, **meta: Any) -> Any:
@@ -185,8 +195,6 @@ class RunConfig:
         t = self.train
         if t.batch_size % t.grad_accum:
             raise ConfigError(f"--batch-size ({t.batch_size}) must be a positive multiple of --grad-accum ({t.grad_accum})")
-        from rekit.data.augment import parse_augments
-
         try:
             parse_augments(t.augment)
         except ValueError as e:

@@ -15,7 +15,7 @@ from rekit.data.schema import Record
 from rekit.errors import DataError
 from rekit.io import atomic_write_text
 from rekit.metrics import confusion, evaluate, per_class_report
-from rekit.training.rundir import probs_cell
+from rekit.rundir import probs_cell
 
 
 READ_REPORT_SUFFIX = ".read_report.json"  # submission.csv -> submission.csv.read_report.json

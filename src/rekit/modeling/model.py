@@ -26,9 +26,8 @@ from rekit.data.labels import LabelMap
 from rekit.errors import RekitError
 from rekit.io import atomic_path, atomic_write_text
 from rekit.modeling.heads import HEADS
+from rekit.rundir import HEAD_FILE, LABELS_FILE, SPEC_FILE, WEIGHTS_FILE
 
-SPEC_FILE, WEIGHTS_FILE, LABELS_FILE = "rekit.json", "model.safetensors", "labels.json"
-HEAD_FILE = "head.safetensors"
 
 
 @dataclass

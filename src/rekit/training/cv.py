@@ -32,10 +32,11 @@ from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
 from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
-from rekit.modeling.model import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
-from rekit.training import checkpoint, distributed, rundir
+from rekit import rundir
+from rekit.rundir import SPEC_FILE
+from rekit.training import checkpoint, distributed
 from rekit.training.augmentation import training_features
 from rekit.training.folds import make_folds
 from rekit.training.loop import MetricsLog, fit
@@ -143,7 +144,7 @@ def _open_run(cfg: RunConfig, resume: bool, echo, given: list[Record] | None) ->
     t = cfg.train
     if resume:
         run = rundir.reopen(t.output)
-        rundir.check_resumable(run)  # a damaged train_state.json fails now, not after encoding
+        checkpoint.check_resumable(run)  # a damaged train_state.json fails now, not after encoding
         return run, None
     # Read before --overwrite removes anything: a training file that cannot be read, or a
     # mistyped --model, leaves an existing run as it was and creates no new one.

@@ -193,7 +193,7 @@ def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[i
     params = []
     for d in dirs:
         with safe_open(str(d / "model.safetensors"), "np") as f:
-            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))
+            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f))
     return probs, params
 
 
@@ -224,9 +224,9 @@ def typepair_mixture(dirs: list[Path], train, y_train, label_map):
     probabilities come from rules fit on each fold's training rows only. -> weights (2,) or None."""
     import numpy as np
 
+    from rekit import rundir
     from rekit.baselines import TypePairMajority
     from rekit.ensemble import fit_run_weights
-    from rekit import rundir
 
     nets, rules, ys = [], [], []
     for d in dirs:

@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import SHAPES, rekit_model, roberta_config  # noqa: E402
-
 from rekit.config import RunConfig  # noqa: E402
 from rekit.encoding.collate import Collator, iterate  # noqa: E402
 from rekit.encoding.tokenize import Features  # noqa: E402
@@ -47,6 +45,7 @@ from rekit.training.graphs import DDP_MIN_EAGER, StepGraphs  # noqa: E402
 from rekit.training.loop import wrap_ddp  # noqa: E402
 from rekit.training.optim import clip_and_step, make_optimizer, make_scheduler  # noqa: E402
 from rekit.training.step import GRAPH_MODES, always_pad, compile_forward  # noqa: E402
+from throughput import SHAPES, rekit_model, roberta_config  # noqa: E402
 
 
 class _Tok:

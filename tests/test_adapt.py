@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from rekit import adapt
+from rekit.adapt import training_prior
 from rekit.cli import main
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
-from rekit.adapt import training_prior
 from rekit.ensemble import Ensemble, fit_run_weights
 from rekit.rundir import read_oof
 

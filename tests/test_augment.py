@@ -5,8 +5,7 @@ import random
 import pytest
 import torch
 
-from rekit.config import RunConfig
-from rekit.config import parse_augments
+from rekit.config import RunConfig, parse_augments
 from rekit.data.augment import augment_records, entity_pool, insert_punct, replace_entity, swap
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Entity, Record

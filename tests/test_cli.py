@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_the_run_directory(trained):
-    d, run = trained
+    _d, run = trained
     for name in ("config.yaml", "labels.json", "state.json", "metrics.jsonl", "summary.json", "oof.csv"):
         assert (run / name).is_file(), name
     for k in (0, 1):
@@ -110,7 +110,7 @@ def test_evaluate_rejects_labels_the_model_does_not_know(trained, capsys):
     records, _ = read_records(d / "test.csv")
     from dataclasses import replace
 
-    bad = [replace(records[0], label="per:made_up")] + records[1:5]
+    bad = [replace(records[0], label="per:made_up"), *records[1:5]]
     write_csv(bad, d / "bad_labels.csv")
     assert main(["evaluate", str(run), "--input", str(d / "bad_labels.csv")]) == 2
     err = capsys.readouterr().err

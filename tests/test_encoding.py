@@ -8,7 +8,7 @@ from rekit.encoding.markers import new_tokens
 from rekit.encoding.tokenize import IGNORE_LABEL, REEncoder
 from rekit.modeling.scratch import train_tokenizer
 
-WORDS = "가 나 다 라 마 바 사 아 자 차 카 타 파 하 회사 사람 서울 대표 설립 태어났다".split()
+WORDS = ["가", "나", "다", "라", "마", "바", "사", "아", "자", "차", "카", "타", "파", "하", "회사", "사람", "서울", "대표", "설립", "태어났다"]
 
 
 @pytest.fixture(scope="module")

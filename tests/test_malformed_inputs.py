@@ -97,7 +97,7 @@ def test_100k_rows_stream_in_bounded_memory(tmp_path):
         base = tracemalloc.get_traced_memory()[0]
         reader = iter_records(path)
         count = 0
-        for rec in reader:  # records are not kept
+        for _rec in reader:  # records are not kept
             count += 1
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:

@@ -46,7 +46,7 @@ def em_priors(probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 1000, 
         return probs.copy(), train_prior.copy(), 0
     prior = train_prior.copy()
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned after the loop)
         q = reweight(probs, train_prior, prior)
         new = q.mean(axis=0)
         done = np.abs(new - prior).max() < tol

@@ -325,7 +325,7 @@ class PretrainSettings:
 # -- rekit tune ----------------------------------------------------------------------------------
 def _workers(value: Any, where: str) -> str:
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-    if text == "auto" or text.isdigit() and int(text) >= 1:
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
         return text
     raise ConfigError(f"{where} must be a number >= 1 or 'auto', got {value!r}")
 

@@ -59,13 +59,13 @@ class Ensemble:
                 raise RekitError(f"{d} has a different label map from {self.dirs[0]}; cannot ensemble them")
 
     @classmethod
-    def load(cls, run_dir: str | Path, allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
+    def load(cls, run_dir: str | Path, allow_partial: bool = False, echo=None, **kw) -> Ensemble:
         """The finished fold models of a run (see `model_dirs` for `allow_partial` and `echo`)."""
         return cls(model_dirs(run_dir, allow_partial, echo), **kw)
 
     @classmethod
     def load_runs(cls, run_dirs: Sequence[str | Path], run_weights: Sequence[float] | None = None,
-                  allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
+                  allow_partial: bool = False, echo=None, **kw) -> Ensemble:
         """All fold models of several runs; run k's weight is split equally among its folds."""
         groups = [model_dirs(r, allow_partial, echo) for r in run_dirs]
         if run_weights is not None and len(run_weights) != len(groups):

@@ -17,7 +17,6 @@ from rekit.io import atomic_write_text
 from rekit.metrics import confusion, evaluate, per_class_report
 from rekit.rundir import probs_cell
 
-
 READ_REPORT_SUFFIX = ".read_report.json"  # submission.csv -> submission.csv.read_report.json
 
 

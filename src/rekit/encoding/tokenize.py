@@ -34,7 +34,7 @@ class Features:
     def lengths(self) -> list[int]:
         return [len(x) for x in self.input_ids]
 
-    def subset(self, idx: Sequence[int]) -> "Features":
+    def subset(self, idx: Sequence[int]) -> Features:
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
         return Features(
             pick(self.input_ids),
@@ -192,7 +192,7 @@ class _View:
 
 def _token_at(enc, char: int, seg: int) -> int:
     """Index of the first token of segment `seg` that ends after character `char`."""
-    for i, ((s, e), sid) in enumerate(zip(enc["offset_mapping"], enc.sequence_ids())):
+    for i, ((_s, e), sid) in enumerate(zip(enc["offset_mapping"], enc.sequence_ids())):
         if sid == seg and e > char:
             return i
     return 0  # the marker was cut away (only after a hard clip): fall back to [CLS]

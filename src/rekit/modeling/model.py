@@ -29,7 +29,6 @@ from rekit.modeling.heads import HEADS
 from rekit.rundir import HEAD_FILE, LABELS_FILE, SPEC_FILE, WEIGHTS_FILE
 
 
-
 @dataclass
 class ModelSpec:
     """What a saved model needs besides its weights to encode inputs and rebuild its head."""
@@ -43,7 +42,7 @@ class ModelSpec:
     entity_types: list[str] | None = None  # the types seen in training (None: saved before rekit knew them)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 

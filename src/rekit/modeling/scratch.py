@@ -12,6 +12,7 @@ or run it):
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -126,10 +127,10 @@ def morpheme_pieces(texts: Sequence[str]) -> Counter:
     texts = [unicodedata.normalize("NFC", t) for t in texts]
     for text, tokens in zip(texts, kiwi.tokenize(texts)):
         cuts = {t.start for t in tokens} | {t.start + t.len for t in tokens}
-        for word, (start, end) in pre.pre_tokenize_str(text):
+        for _word, (start, end) in pre.pre_tokenize_str(text):
             inner = sorted(c for c in cuts if start < c < end)
             bounds = [start, *inner, end]
-            for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            for i, (a, b) in enumerate(itertools.pairwise(bounds)):
                 counts[("##" if i else "") + text[a:b]] += 1
     return counts
 
@@ -141,7 +142,7 @@ def morpheme_vocab(texts: Sequence[str], vocab_size: int, min_frequency: int = 2
     chars: Counter = Counter()
     for piece, c in pieces.items():
         body = piece[2:] if piece.startswith("##") else piece
-        for i, ch in enumerate(body):
+        for _i, ch in enumerate(body):
             chars[ch] += c
     vocab: list[str] = list(SPECIAL)
     seen = set(vocab)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from rekit import lock
+from rekit import lock, rundir
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
@@ -32,15 +32,13 @@ from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
 from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
+from rekit.rundir import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
-from rekit import rundir
-from rekit.rundir import SPEC_FILE
 from rekit.training import checkpoint, distributed
 from rekit.training.augmentation import training_features
 from rekit.training.folds import make_folds
 from rekit.training.loop import MetricsLog, fit
-
 
 READ_REPORT = "read_report.json"  # every repaired or skipped training row, in the run directory
 
@@ -183,7 +181,7 @@ def _train_main(cfg: RunConfig, echo, callbacks, resume: bool, tracker, dist, de
     except RekitError as e:
         rundir.write_state(run, "failed", reason=str(e))
         raise
-    except Exception as e:  # noqa: BLE001 - record why, then let the traceback through
+    except Exception as e:
         rundir.write_state(run, "failed", reason=f"{type(e).__name__}: {e}")
         raise
     finally:

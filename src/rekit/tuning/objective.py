@@ -19,8 +19,8 @@ import os
 import socket
 from collections import defaultdict
 
-from rekit.errors import ConfigError, RekitError
 from rekit import rundir
+from rekit.errors import ConfigError, RekitError
 from rekit.tuning.space import sample
 from rekit.tuning.study import Study, format_params, trial_config
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
-from rekit.encoding.tokenize import REEncoder
+from rekit.encoding.tokenize import Features, REEncoder
 from rekit.errors import RekitError
 from rekit.modeling.inference import predict_proba
 from rekit.modeling.integrity import check_model_dir
@@ -97,7 +97,7 @@ class Ensemble:
 
     def member_probas(self, records: Sequence[Record]) -> list[np.ndarray]:
         """Each member's (N, C) probabilities; inputs are encoded once per distinct tokenizer."""
-        encoded: dict[str, object] = {}
+        encoded: dict[str, Features] = {}
         out = []
         for i in tqdm(range(len(self.dirs)), desc="fold models", disable=not self.progress, leave=False):
             model, tokenizer, _ = self._member(i)
@@ -157,10 +157,10 @@ def oof_run_weights(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.n
     if not common:
         raise RekitError("the runs share no out-of-fold rows; were they trained on the same file?")
     order = sorted(common)
-    oofs, y = [], None
-    for ids, ys, probs in tables:
+    oofs = []
+    for ids, _, probs in tables:
         pos = {i: n for n, i in enumerate(ids)}
-        take = [pos[i] for i in order]
-        oofs.append(probs[take])
-        y = ys[take] if y is None else y
+        oofs.append(probs[[pos[i] for i in order]])
+    first = {i: n for n, i in enumerate(tables[0][0])}
+    y = tables[0][1][[first[i] for i in order]]  # the gold labels: the same file, so the first run's
     return fit_run_weights(oofs, y)

@@ -194,7 +194,7 @@ def prune_metrics(run: Path, keep_until: dict[int, int | None]) -> int:
         except (ValueError, KeyError, TypeError):
             dropped += 1
             continue
-        if fold in keep_until and (keep_until[fold] is None or step > keep_until[fold]):
+        if fold in keep_until and ((limit := keep_until[fold]) is None or step > limit):
             dropped += 1
             continue
         kept.append(line)

@@ -67,8 +67,8 @@ def load(path: str | Path, device: str = "auto", batch_size: int = 64, **options
     if (p / ONNX_MANIFEST).is_file():
         from rekit.export.runtime import OnnxEnsemble
 
-        ens = OnnxEnsemble(p, batch_size=batch_size, **options)
-        return Model(ens, ens.entity_types)
+        onnx = OnnxEnsemble(p, batch_size=batch_size, **options)
+        return Model(onnx, onnx.entity_types)
     from rekit.ensemble import Ensemble
 
     dirs = model_dirs(p)

@@ -90,7 +90,7 @@ class REEncoder:
                 else:
                     ids, types, sp, op = self._encode_long(firsts[j], marks[j], record)
                 feats.input_ids.append(list(ids))
-                if types is not None:
+                if types is not None and feats.token_type_ids is not None:
                     feats.token_type_ids.append(list(types))
                 feats.subj_pos.append(sp)
                 feats.obj_pos.append(op)

@@ -93,7 +93,8 @@ def export_run(run: str | Path, output: str | Path, quantize: bool = False, over
     _check_shared_files(dirs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent if out.parent.exists() else None))
     try:
-        names, inputs = [], None
+        names: list[str] = []
+        inputs: list[str] = []
         for k, d in enumerate(dirs):
             model, tokenizer, _ = REModel.load(d, device="cpu")
             name = f"fold-{k}.onnx"

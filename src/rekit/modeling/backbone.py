@@ -6,6 +6,7 @@ import contextlib
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
@@ -99,7 +100,7 @@ def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothin
         config = scratch.encoder_config(cfg.scratch_size, len(tokenizer), max(512, cfg.max_length), cfg.dropout)
         encoder = AutoModel.from_config(config)
     else:
-        kw = {"trust_remote_code": cfg.trust_remote_code}
+        kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
         if cfg.dropout is not None:
             kw.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
         config = from_pretrained(AutoConfig, cfg.model, **kw)

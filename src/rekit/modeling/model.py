@@ -18,6 +18,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,6 +28,9 @@ from rekit.errors import RekitError
 from rekit.io import atomic_path, atomic_write_text
 from rekit.modeling.heads import HEADS
 from rekit.rundir import HEAD_FILE, LABELS_FILE, SPEC_FILE, WEIGHTS_FILE
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -47,7 +51,7 @@ class ModelSpec:
 
 
 class REModel(nn.Module):
-    def __init__(self, encoder: nn.Module, spec: ModelSpec, label_smoothing: float = 0.0):
+    def __init__(self, encoder: PreTrainedModel, spec: ModelSpec, label_smoothing: float = 0.0):
         super().__init__()
         self.encoder = encoder
         # The heads read hidden states, never the backbone's pooler: freeze it so it gets no

@@ -16,6 +16,7 @@ import itertools
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -36,7 +37,7 @@ SIZES = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: list[str] = (), kind: str = "wordpiece"):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: Sequence[str] = (), kind: str = "wordpiece"):
     """Train a BERT-style tokenizer (`kind`: wordpiece or morpheme) as a transformers fast tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
@@ -98,7 +99,7 @@ def encoder_config(size: str, vocab_size: int, max_positions: int = 512, dropout
     from transformers import BertConfig
 
     layers, hidden, heads, inter = SIZES[size]
-    kw = {}
+    kw: dict[str, Any] = {}
     if dropout is not None:
         kw = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     return BertConfig(

@@ -184,7 +184,8 @@ def _run_variant(name, args, config, device, compile_mode, lengths, opts):
     cpu_total = sum(e.self_cpu_time_total for e in ka) / 1e3 / args.steps
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = ka.table(sort_by=sort, row_limit=12, max_name_column_width=48)
-    kernels = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / args.steps if device.type == "cuda" else None
+    cuda_kernels = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)
+    kernels = cuda_kernels / args.steps if device.type == "cuda" else None
     res = {"variant": name, "ms_per_step": round(1e3 * wall / args.steps, 2),
            "samples_per_s": round(args.batch_size * args.steps / wall, 1), "warmup_s": round(warm, 1),
            "cuda_kernel_ms_per_step": None if cuda_total is None else round(cuda_total, 2),

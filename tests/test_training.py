@@ -41,7 +41,8 @@ def setup():
 
 def test_lr_schedule():
     # 10 steps, 2 warmup: 0.5, 1.0, then linear decay to 0 over the remaining 8
-    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5,
+                                                                           0.375, 0.25, 0.125]
     assert lr_factor(2, 10, 2, "cosine") == pytest.approx(1.0)
     assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5)
     assert lr_factor(9, 10, 2, "constant") == 1.0

@@ -147,7 +147,8 @@ class TrainConfig:
     compile: str = _f("auto", "how the training step runs on a GPU: auto (= graphs on CUDA, off on CPU), off "
                       "(eager), graphs (each padded batch shape captured once as a CUDA graph of the whole step: "
                       "forward, backward, clipping, AdamW), graphs-inductor (the same over torch.compile-fused "
-                      "kernels: 16 % faster per step, after 20-30 s of compiling; for runs of several epochs), or torch.compile's default, reduce-overhead, "
+                      "kernels: 16 % faster per step, after 20-30 s of compiling; for runs of several epochs), or "
+                      "torch.compile's default, reduce-overhead, "
                       "max-autotune; see BENCHMARKS.md", ("auto", "off", "graphs", "graphs-inductor", "default",
                                                           "reduce-overhead", "max-autotune"))
     pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 with torch.compile modes, 8 "

@@ -85,7 +85,8 @@ class REEncoder:
                 ids = encs["input_ids"][j]
                 if len(ids) <= self.max_length:
                     view = _View(encs, j)
-                    sp, op = _token_at(view, marks[j].subj_char, int(has_first)), _token_at(view, marks[j].obj_char, int(has_first))
+                    sp = _token_at(view, marks[j].subj_char, int(has_first))
+                    op = _token_at(view, marks[j].obj_char, int(has_first))
                     types = encs["token_type_ids"][j] if "token_type_ids" in encs else None
                 else:
                     ids, types, sp, op = self._encode_long(firsts[j], marks[j], record)

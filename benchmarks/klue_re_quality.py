@@ -193,7 +193,7 @@ def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[i
     params = []
     for d in dirs:
         with safe_open(str(d / "model.safetensors"), "np") as f:
-            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f))
+            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 (safe_open is not iterable)
     return probs, params
 
 

@@ -197,7 +197,8 @@ def _spec_n_labels(p: Path) -> None:
     ("fold-0/model.safetensors", _bad_header, "fold-0/model.safetensors"),
     ("fold-1/labels.json", _labels(-1), "fold-1/rekit.json"),
     ("fold-1/labels.json", _labels(+1), "fold-1/labels.json"),
-    # the classifier's weights: head.safetensors since the HF-loadable fold layout
+    ("fold-1/head.safetensors", _truncate, "fold-1/head.safetensors"),
+    # the classifier's outputs live in head.safetensors (the encoder alone is in model.safetensors)
     ("fold-0/labels.json", _labels_and_spec(-1), "fold-0/head.safetensors"),
     ("fold-0/labels.json", _labels_and_spec(+1), "fold-0/head.safetensors"),
     ("fold-0/rekit.json", _spec_n_labels, "fold-0/rekit.json"),

@@ -83,7 +83,8 @@ def test_pickled_weights_alone_are_refused_not_loaded(stranger_run, tmp_path, ca
     (run / "fold-0" / "model.safetensors").unlink()  # only the pickle is left
     assert main(["predict", str(run), "--input", str(stranger_run / "test.csv"), "--output",
                  str(tmp_path / "s.csv")]) == 2
-    assert "no trained models" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the fold is refused by name: its safetensors weights are missing
+    assert "fold-0 is not a rekit model directory: model.safetensors is missing" in err
     assert not marker.exists()
 
 

@@ -125,9 +125,8 @@ MODEL_FILES = (MODEL_CONFIG_FILE, LABELS_FILE, SPEC_FILE)
 
 
 def model_complete(fold_dir: Path) -> bool:
-    """The fold directory holds a whole saved model: config, labels, spec and the encoder's safetensors
-    weights (model.safetensors, which every layout has; REModel.load reads it)."""
-    return (fold_dir / WEIGHTS_FILE).is_file() and all((fold_dir / name).is_file() for name in MODEL_FILES)
+    """The fold directory holds a whole saved model: config, labels, spec and safetensors weights."""
+    return bool(weight_files(fold_dir)) and all((fold_dir / name).is_file() for name in MODEL_FILES)
 
 
 def weight_files(d: Path) -> list[Path]:
@@ -237,7 +236,7 @@ def model_dirs(run_dir: str | Path, allow_partial: bool = False, echo=None) -> l
     complete model). A run with unfinished folds is refused unless `allow_partial`; then `echo`
     (if given) is told which folds are used. A single model directory is returned as it is."""
     run = Path(run_dir)
-    if (run / SPEC_FILE).is_file() and (run / WEIGHTS_FILE).is_file():  # a single model directory works too
+    if (run / SPEC_FILE).is_file() and weight_files(run):  # a single model directory works too
         return [run]
     started = sorted(int(d.name[5:]) for d in run.glob("fold-*") if d.name[5:].isdigit())
     if not (run / CONFIG).is_file() and not (run / STATE).is_file():

@@ -105,7 +105,7 @@ def check_model_dir(d: str | Path) -> LabelMap:
     if not (d / WEIGHTS_FILE).is_file():  # the encoder; head.safetensors alone is not a model
         unsafe = [n for n in UNSAFE_WEIGHT_FILES if (d / n).exists()]
         why = f" (only {unsafe[0]}, a pickle, which rekit never loads)" if unsafe else ""
-        raise ModelFileError(f"{d}: no safetensors weights: {WEIGHTS_FILE} is missing{why}")
+        raise ModelFileError(f"{d} is not a rekit model directory: {WEIGHTS_FILE} is missing{why}")
     out = _output_size({p: safetensors_header(p) for p in files})
     if out is not None and out[1] != len(label_map):
         raise ModelFileError(f"{out[0]}: the classifier has {out[1]} outputs but {d / LABELS_FILE} lists "

@@ -3,7 +3,8 @@
 For a finished run (default: the 5-fold scratch-small run that benchmarks/export_parity.py
 trains), exports it (fp32 and int8, reused if present) and measures on KLUE-RE dev rows:
   samples/s   predict_proba over --rows examples in batches of 64, end to end (tokenising
-              included), best of --repeats rounds after a warm-up (the systems take turns in each round); `encode_s` is the tokenising alone
+              included), best of --repeats rounds after a warm-up (the systems take turns in each round);
+              `encode_s` is the tokenising alone
   p50/p99 ms  latency of predict_proba on one example, over --single calls
 All three use --threads intra-op threads (the machine's cores by default). The load average
 is recorded: on a shared machine the absolute numbers move, the ratios less.

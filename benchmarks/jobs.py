@@ -119,7 +119,7 @@ def run_jobs(jobs: list[Job], max_parallel: int, deadline: float, log_dir: Path,
                 continue
             if not j.required and (now + j.estimate > deadline or (required_waiting and not j.early)):
                 continue
-            j.log = open(log_dir / f"{j.name}.log", "w", encoding="utf-8")
+            j.log = open(log_dir / f"{j.name}.log", "w", encoding="utf-8")  # noqa: SIM115 (open while the job runs)
             j.proc = subprocess.Popen(j.resolve(), stdout=j.log, stderr=subprocess.STDOUT, env=full_env,
                                       preexec_fn=_default_sigint)
             j.status, j.started = "running", now

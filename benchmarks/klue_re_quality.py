@@ -193,7 +193,7 @@ def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[i
     params = []
     for d in dirs:
         with safe_open(str(d / "model.safetensors"), "np") as f:
-            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))
+            params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 (safe_open is not iterable)
     return probs, params
 
 
@@ -208,7 +208,7 @@ def oof_of(dirs: list[Path], y_train):
     """(probs, labels) of the folds' out-of-fold predictions (training rows only), or None."""
     import numpy as np
 
-    from rekit.training import rundir
+    from rekit import rundir
 
     ps, ys = [], []
     for d in dirs:
@@ -224,9 +224,9 @@ def typepair_mixture(dirs: list[Path], train, y_train, label_map):
     probabilities come from rules fit on each fold's training rows only. -> weights (2,) or None."""
     import numpy as np
 
+    from rekit import rundir
     from rekit.baselines import TypePairMajority
     from rekit.ensemble import fit_run_weights
-    from rekit.training import rundir
 
     nets, rules, ys = [], [], []
     for d in dirs:
@@ -245,7 +245,7 @@ def typepair_mixture(dirs: list[Path], train, y_train, label_map):
 
 def merge_folds(work: Path, folds: int, records, label_map) -> Path | None:
     """The fold runs (one process each) merged into one rekit run directory (oof.csv, summary.json)."""
-    from rekit.training import rundir
+    from rekit import rundir
     from rekit.training.cv import finalize
 
     merged = work / "rekit-5fold"
@@ -321,7 +321,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             adapted = em_priors(apply_bcts(probs, t, b), prior)
             rows[key + "+bcts+em"] = {"name": name + " + --calibrate bcts --adapt-priors em", **scores(y, adapted[0], label_map),
                                       "job_minutes": job_min, "parameters": n_params, "temperature": round(t, 3),
-                                      "estimated_no_relation_share": round(float(adapted[1][label_map.label2id.get("no_relation", 0)]), 4)}
+                                      "estimated_no_relation_share":
+                                          round(float(adapted[1][label_map.label2id.get("no_relation", 0)]), 4)}
 
     if 0 in fold_dirs:
         p0, n0 = by_dir[str(fold_dirs[0])]
@@ -369,7 +370,8 @@ def markdown(result: dict) -> str:
         return f"Scoring failed after the jobs ran:\n\n```\n{result['error']}```\n"
     lines = [f"Machine: {result['machine']}. Command: `{result['command']}`. Wall clock {result['wall_minutes']:.1f} min "
              f"(budget {result['budget_minutes']} min); jobs ran concurrently on one device, so job-minutes overlap.",
-             "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |", "|---|---|---:|---:|---:|---:|---:|"]
+             "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |",
+             "|---|---|---:|---:|---:|---:|---:|"]
     for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair"):
         if key in rows:
             x = rows[key]
@@ -392,7 +394,8 @@ def markdown(result: dict) -> str:
     for key, what in (("d+em", "--adapt-priors em"), ("d+bcts+em", "--calibrate bcts --adapt-priors em")):
         if key in rows:
             lines.append(f"| prior adaptation: {what} on (d) | {rows[key]['micro_f1']:.2f} | {rows[key]['auprc']:.2f} | "
-                         f"{rows[key]['micro_f1'] - rows['d']['micro_f1']:+.2f} | {rows[key]['auprc'] - rows['d']['auprc']:+.2f} |")
+                         f"{rows[key]['micro_f1'] - rows['d']['micro_f1']:+.2f} | "
+                         f"{rows[key]['auprc'] - rows['d']['auprc']:+.2f} |")
     pre = result.get("pretrain") or {}
     if pre.get("final"):
         lines += ["", f"Pretraining: {pre['steps']:,} steps ({pre['epochs_run']} epochs) in {pre['seconds']:.0f}s, "
@@ -446,9 +449,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train", default=str(SHARED / "train.csv"))
     p.add_argument("--dev", default=str(SHARED / "dev.csv"))
     p.add_argument("--budget-minutes", type=float, default=9.0, help="wall-clock budget of the whole run")
-    p.add_argument("--pretrain-minutes", type=float, default=4.0, help="time cap of each MLM pretraining (at most half the budget)")
+    p.add_argument("--pretrain-minutes", type=float, default=4.0,
+                   help="time cap of each MLM pretraining (at most half the budget)")
     p.add_argument("--eager", action="store_true", help="no CUDA graphs (pretrain --no-graphs, train --compile off)")
-    p.add_argument("--finetune-estimate", type=float, default=120.0, help="expected seconds of one fold job (gates optional jobs)")
+    p.add_argument("--finetune-estimate", type=float, default=120.0,
+                   help="expected seconds of one fold job (gates optional jobs)")
     p.add_argument("--jobs", type=int, default=None, help="concurrent jobs (default 8 on CUDA, 2 on CPU)")
     p.add_argument("--size", choices=("tiny", "small", "medium", "base"), help="encoder size (default: the recipe's)")
     p.add_argument("--morpheme-tokenizer", default=str(ROOT / "out" / "klue-morpheme-tokenizer"),

@@ -31,11 +31,10 @@ def shifted_sample(y: np.ndarray, no_rel: int, share: float, n: int, rng) -> np.
 
 
 def main(argv: list[str] | None = None) -> int:
-    from rekit import adapt
+    from rekit import adapt, rundir
     from rekit.data.readers import read_records
     from rekit.ensemble import Ensemble
     from rekit.metrics import evaluate
-    from rekit.training import rundir
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="a fold model directory (with oof.safetensors)")

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))
 
-from rekit.data.readers import read_records, write_csv
-from rekit.data.synthetic import make_splits
+from rekit.data.readers import read_records, write_csv  # noqa: E402 (after the sys.path insert)
+from rekit.data.synthetic import make_splits  # noqa: E402
 
 MODES = {"batched": None, "one-at-a-time": ["--max-batch-size", "1", "--max-wait-ms", "0"]}
 

@@ -36,8 +36,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from throughput import SHAPES, rekit_model, roberta_config  # noqa: E402
-
 from rekit.config import RunConfig  # noqa: E402
 from rekit.encoding.collate import Collator, iterate  # noqa: E402
 from rekit.encoding.tokenize import Features  # noqa: E402
@@ -47,6 +45,7 @@ from rekit.training.graphs import DDP_MIN_EAGER, StepGraphs  # noqa: E402
 from rekit.training.loop import wrap_ddp  # noqa: E402
 from rekit.training.optim import clip_and_step, make_optimizer, make_scheduler  # noqa: E402
 from rekit.training.step import GRAPH_MODES, always_pad, compile_forward  # noqa: E402
+from throughput import SHAPES, rekit_model, roberta_config  # noqa: E402
 
 
 class _Tok:
@@ -185,7 +184,8 @@ def _run_variant(name, args, config, device, compile_mode, lengths, opts):
     cpu_total = sum(e.self_cpu_time_total for e in ka) / 1e3 / args.steps
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     table = ka.table(sort_by=sort, row_limit=12, max_name_column_width=48)
-    kernels = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA) / args.steps if device.type == "cuda" else None
+    cuda_kernels = sum(e.count for e in ka if e.device_type == torch.autograd.DeviceType.CUDA)
+    kernels = cuda_kernels / args.steps if device.type == "cuda" else None
     res = {"variant": name, "ms_per_step": round(1e3 * wall / args.steps, 2),
            "samples_per_s": round(args.batch_size * args.steps / wall, 1), "warmup_s": round(warm, 1),
            "cuda_kernel_ms_per_step": None if cuda_total is None else round(cuda_total, 2),

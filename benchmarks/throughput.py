@@ -362,7 +362,8 @@ def main(argv=None):
     args.tokenizer, args.n_labels = tok, len(label_map)
     config = roberta_config(args, tok, len(label_map))
     params = sum(p.numel() for p in rekit_model(args, config, len(label_map)).parameters())
-    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()})",
+    cpu = f"CPU ({platform.processor() or platform.machine()})"
+    meta = {"device": torch.cuda.get_device_name() if device.type == "cuda" else cpu,
             "torch": torch.__version__, "shape": args.shape, "params_m": round(params / 1e6, 1),
             "batch_size": args.batch_size, "steps": args.steps, "warmup": args.warmup,
             "data": "synthetic (smoke)" if args.smoke else str(args.data.name), "rows": len(records),

@@ -6,10 +6,13 @@ import numpy as np
 import pytest
 
 from rekit import adapt
+from rekit.adapt import training_prior
 from rekit.cli import main
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
-from rekit.ensemble import Ensemble, fit_run_weights, read_oof, training_prior
+from rekit.ensemble import Ensemble, fit_run_weights
+from rekit.errors import ConfigError
+from rekit.rundir import read_oof
 
 MEANS = np.array([-2.0, 0.0, 2.0])
 
@@ -99,6 +102,24 @@ def test_evaluate_with_calibration_and_prior_adaptation(run, capsys):
     assert len(ids) == 240 and oof.shape == (240, len(labels))
     prior = training_prior([d / "run" / "fold-0"], labels)  # a fold dir finds its run's oof.csv
     assert prior.argmax() == np.bincount(y).argmax() and prior.sum() == pytest.approx(1.0)
+
+
+def test_adapt_probs_is_what_evaluate_applies_and_needs_no_torch_model(run):
+    """The library function behind --calibrate/--adapt-priors: the run's files only, the CLI's messages."""
+    d = run
+    labels = Ensemble.load(d / "run").label_map_
+    _, _, oof = read_oof(d / "run", labels)
+    held = ~np.isnan(oof).any(axis=1)
+    probs = oof[held][:50]
+    said = []
+    out = adapt.adapt_probs(probs, [d / "run"], labels, "bcts", "em", echo=said.append)
+    assert out.dtype == np.float32 and out.shape == probs.shape
+    assert np.allclose(out.sum(axis=1), 1.0, atol=1e-5) and not np.allclose(out, probs)
+    assert said[0].startswith(f"bcts calibration fit on {held.sum()} out-of-fold predictions: temperature ")
+    assert said[1].startswith("label mix re-estimated on the inputs (EM, ")
+    assert adapt.adapt_probs(probs, [d / "run"], labels) is probs  # nothing asked: unchanged
+    with pytest.raises(ConfigError, match="calibrate: expected none, temperature or bcts, got 'platt'"):
+        adapt.adapt_probs(probs, [d / "run"], labels, calibrate="platt")
 
 
 def test_predict_ensembles_several_runs_with_oof_weights(run, capsys):

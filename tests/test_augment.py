@@ -5,14 +5,15 @@ import random
 import pytest
 import torch
 
-from rekit.config import RunConfig
-from rekit.data.augment import augment_records, entity_pool, insert_punct, parse_augments, replace_entity, swap
+from rekit.config import RunConfig, parse_augments
+from rekit.data.augment import augment_records, entity_pool, insert_punct, replace_entity, swap
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Entity, Record
 from rekit.data.synthetic import make_corpus
 from rekit.encoding.tokenize import REEncoder
 from rekit.modeling.backbone import build_model, load_tokenizer
-from rekit.training.augmentation import protected_ids, training_features
+from rekit.modeling.masking import protected_ids
+from rekit.training.augmentation import training_features
 from rekit.training.cv import tokenizer_corpus
 
 

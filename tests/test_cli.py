@@ -30,7 +30,7 @@ def trained(tmp_path_factory):
 
 
 def test_train_writes_the_run_directory(trained):
-    d, run = trained
+    _d, run = trained
     for name in ("config.yaml", "labels.json", "state.json", "metrics.jsonl", "summary.json", "oof.csv"):
         assert (run / name).is_file(), name
     for k in (0, 1):
@@ -110,7 +110,7 @@ def test_evaluate_rejects_labels_the_model_does_not_know(trained, capsys):
     records, _ = read_records(d / "test.csv")
     from dataclasses import replace
 
-    bad = [replace(records[0], label="per:made_up")] + records[1:5]
+    bad = [replace(records[0], label="per:made_up"), *records[1:5]]
     write_csv(bad, d / "bad_labels.csv")
     assert main(["evaluate", str(run), "--input", str(d / "bad_labels.csv")]) == 2
     err = capsys.readouterr().err
@@ -161,8 +161,8 @@ def test_user_errors_are_one_line_without_traceback(trained, tmp_path, argv, nee
 def test_malformed_row_names_file_and_row(tmp_path):
     f = tmp_path / "bad.csv"
     f.write_text("id,sentence,subject_entity,object_entity,label,source\n"
-                 "0,가나다 라마,\"{'word': '가나', 'start_idx': 0, 'end_idx': 1, 'type': 'PER'}\",\"{'word': '라마', 'start_idx': 4, 'end_idx': 5, 'type': 'ORG'}\",no_relation,x\n"
-                 "1,가나다 라마,\"{'word': '가나', 'start_idx': 0, 'end_idx': 1, 'type': 'PER'\",\"{'word': '라마', 'start_idx': 4, 'end_idx': 5, 'type': 'ORG'}\",no_relation,x\n",
+                 "0,가나다 라마,\"{'word': '가나', 'start_idx': 0, 'end_idx': 1, 'type': 'PER'}\",\"{'word': '라마', 'start_idx': 4, 'end_idx': 5, 'type': 'ORG'}\",no_relation,x\n"  # noqa: E501 (Korean test data kept whole)
+                 "1,가나다 라마,\"{'word': '가나', 'start_idx': 0, 'end_idx': 1, 'type': 'PER'\",\"{'word': '라마', 'start_idx': 4, 'end_idx': 5, 'type': 'ORG'}\",no_relation,x\n",  # noqa: E501 (Korean test data kept whole)
                  encoding="utf-8")
     p = subprocess.run([sys.executable, "-m", "rekit.cli", "train", "--train", str(f), "--output", str(tmp_path / "r"),
                         "--model", "scratch"], capture_output=True, text=True)

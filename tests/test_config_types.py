@@ -133,7 +133,7 @@ def test_single_values_and_direct_construction_are_checked_alike():
     assert check_value("lr", "2e-5") == 2e-5 and check_value("only-folds", "0,1") == [0, 1]
     with pytest.raises(ConfigError, match=r"^train\.epochs: expected an integer >= 1, got 'x'$"):
         check_value("epochs", "x")
-    with pytest.raises(ConfigError, match="did you mean 'train.lr'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'train\.lr'"):
         check_value("train.lrr", 1)
     assert TrainConfig(lr="3e-4").lr == 3e-4 and ModelConfig(trust_remote_code="no").trust_remote_code is False
 
@@ -143,7 +143,7 @@ def test_pretrain_and_tune_settings_share_the_converter_and_limits():
         PretrainSettings(lr=3e-4, epochs=2, graphs=False)
     with pytest.raises(ConfigError, match=rf"^pretrain\.max_length: expected an integer >= {MIN_MAX_LENGTH}, got 8$"):
         PretrainSettings.from_dict({"max_length": 8})
-    with pytest.raises(ConfigError, match="did you mean 'pretrain.mask_prob'"):
+    with pytest.raises(ConfigError, match=r"did you mean 'pretrain\.mask_prob'"):
         PretrainSettings.from_dict({"mask_prop": 0.2})
     s = TuneSettings.from_dict({"trials": "5", "workers": 2, "folds": 0, "timeout": "60"})
     assert (s.trials, s.workers, s.folds, s.timeout) == (5, "2", [0], 60.0)

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port, make_tiny_bert_work
 
+from conftest import free_port, make_tiny_bert_work
 from rekit.cli import main
 
 pytestmark = pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not on PATH")

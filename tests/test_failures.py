@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import one_process_ddp
 
+from conftest import one_process_ddp
 from rekit.cli import main
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
@@ -101,7 +101,7 @@ def test_nonfinite_loss_stops_the_fold_promptly_and_keeps_the_best_checkpoint(se
     assert [h["step"] for h in result.history] == [6]  # no evaluation of the broken model
     assert any(not torch.isfinite(p).all() for p in model.parameters()), "the weights did go NaN"
     # The kept checkpoint is the finite one from step 6 and reproduces the fold's best probabilities.
-    lm, tok, _, valid = setup
+    _lm, _tok, _, valid = setup
     loaded, tok2, _ = REModel.load(tmp_path)
     assert all(torch.isfinite(p).all() for p in loaded.parameters())
     np.testing.assert_allclose(predict_proba(loaded, valid, tok2.pad_token_id, 64, CPU), result.best_probs, atol=1e-5)
@@ -209,7 +209,7 @@ def test_prediction_out_of_memory_on_one_example_is_a_one_line_error(setup, monk
         return out
 
     patch_forward(monkeypatch, misbehave)
-    with pytest.raises(RekitError, match="CUDA ran out of memory predicting a single example of [0-9]+ tokens"):
+    with pytest.raises(RekitError, match=r"CUDA ran out of memory predicting a single example of [0-9]+ tokens"):
         predict_proba(model, valid, tok.pad_token_id, 4, CPU)
     assert model.training  # the model's mode is restored on the way out
 

@@ -7,8 +7,8 @@ from torch import nn
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.modeling.backbone import build_model
+from rekit.modeling.losses import FocalLoss, make_loss
 from rekit.modeling.scratch import train_tokenizer
-from rekit.training.losses import FocalLoss, make_loss
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def test_repair_picks_the_occurrence_nearest_the_given_offset(tmp_path):
     sentence = "삼성 그리고 삼성 그리고 또 삼성"
     rec = Record("0", sentence, Entity("삼성", 7, 9, "ORG"), Entity("그리고", 3, 6, "POH"), "no_relation")
     write_csv([rec], tmp_path / "a.csv")
-    text = (tmp_path / "a.csv").read_text(encoding="utf-8").replace("'start_idx': 7, 'end_idx': 8", "'start_idx': 9, 'end_idx': 10")
+    text = (tmp_path / "a.csv").read_text(encoding="utf-8").replace("'start_idx': 7, 'end_idx': 8", "'start_idx': 9, 'end_idx': 10")  # noqa: E501 (Korean test data kept whole)
     (tmp_path / "a.csv").write_text(text, encoding="utf-8")
     records, report = read_records(tmp_path / "a.csv", ReadOptions(on_mismatch="repair"))
     assert records[0].subject == Entity("삼성", 7, 9, "ORG")  # 7 is 2 away from 9; 16 is 7 away
@@ -97,7 +97,7 @@ def test_100k_rows_stream_in_bounded_memory(tmp_path):
         base = tracemalloc.get_traced_memory()[0]
         reader = iter_records(path)
         count = 0
-        for rec in reader:  # records are not kept
+        for _rec in reader:  # records are not kept
             count += 1
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
@@ -114,7 +114,7 @@ def test_one_megabyte_sentence(tmp_path):
     start = len(filler)
     subject = Entity("비틀즈", start, start + 3, "ORG")
     obj = Entity("조지 해리슨", start + 5, start + 11, "PER")
-    records = [Record("0", sentence, subject, obj, "per:colleagues"), Record("1", "짧은 문장 비틀즈", Entity("비틀즈", 6, 9, "ORG"), Entity("짧은", 0, 2, "POH"))]
+    records = [Record("0", sentence, subject, obj, "per:colleagues"), Record("1", "짧은 문장 비틀즈", Entity("비틀즈", 6, 9, "ORG"), Entity("짧은", 0, 2, "POH"))]  # noqa: E501 (Korean test data kept whole)
     from rekit.data.readers import write_csv, write_jsonl
 
     for name, writer in (("long.csv", write_csv), ("long.jsonl", write_jsonl)):

@@ -8,10 +8,10 @@ REC = Record("0", SENT, subject=Entity("비틀즈", 24, 27, "ORG"), object=Entit
 
 EXPECTED = {
     "none": SENT,
-    "entity_marker": "〈Something〉는 [E2] 조지 해리슨 [/E2]이 쓰고 [E1] 비틀즈 [/E1]가 1969년 앨범 《Abbey Road》에 담은 노래다.",
+    "entity_marker": "〈Something〉는 [E2] 조지 해리슨 [/E2]이 쓰고 [E1] 비틀즈 [/E1]가 1969년 앨범 《Abbey Road》에 담은 노래다.",  # noqa: E501 (Korean test data kept whole)
     "entity_marker_punct": "〈Something〉는 # 조지 해리슨 #이 쓰고 @ 비틀즈 @가 1969년 앨범 《Abbey Road》에 담은 노래다.",
-    "typed_entity_marker": "〈Something〉는 <O:PER> 조지 해리슨 </O:PER>이 쓰고 <S:ORG> 비틀즈 </S:ORG>가 1969년 앨범 《Abbey Road》에 담은 노래다.",
-    "typed_entity_marker_punct": "〈Something〉는 # ^ PER ^ 조지 해리슨 #이 쓰고 @ * ORG * 비틀즈 @가 1969년 앨범 《Abbey Road》에 담은 노래다.",
+    "typed_entity_marker": "〈Something〉는 <O:PER> 조지 해리슨 </O:PER>이 쓰고 <S:ORG> 비틀즈 </S:ORG>가 1969년 앨범 《Abbey Road》에 담은 노래다.",  # noqa: E501 (Korean test data kept whole)
+    "typed_entity_marker_punct": "〈Something〉는 # ^ PER ^ 조지 해리슨 #이 쓰고 @ * ORG * 비틀즈 @가 1969년 앨범 《Abbey Road》에 담은 노래다.",  # noqa: E501 (Korean test data kept whole)
 }
 
 
@@ -49,7 +49,7 @@ def test_first_segments():
     assert first_segment(REC, "auto", "none", "[SEP]") == "비틀즈[SEP]조지 해리슨"
     assert first_segment(REC, "auto", "typed_entity_marker_punct", "[SEP]") is None
     # 비틀즈 ends in a vowel -> 와; 단체 ends in a vowel -> 와
-    assert first_segment(REC, "query", "typed_entity_marker_punct", "[SEP]") == "비틀즈와 조지 해리슨의 관계는 단체와 사람의 관계이다."
+    assert first_segment(REC, "query", "typed_entity_marker_punct", "[SEP]") == "비틀즈와 조지 해리슨의 관계는 단체와 사람의 관계이다."  # noqa: E501 (Korean test data kept whole)
     r = Record("3", "x", Entity("해리슨", 0, 1, "PER"), Entity("비틀즈", 0, 1, "ORG"))
     # 해리슨 ends in ㄴ -> 과; 사람 ends in ㅁ -> 과
     assert first_segment(r, "query", "none", "[SEP]") == "해리슨과 비틀즈의 관계는 사람과 단체의 관계이다."

@@ -175,7 +175,7 @@ class Captured:
 
 
 def test_train_with_no_flags_repairs_skips_and_keeps_the_read_report(trained):
-    d, run, proc = trained
+    _d, run, proc = trained
     report = json.loads((run / "read_report.json").read_text(encoding="utf-8"))
     assert report["counts"] == {"rows": 120, "records": 119, "repaired": 3, "skipped": 1, "flagged": 0}
     assert [i["row"] for i in report["repaired"]] == [1, 2, 3]
@@ -209,7 +209,7 @@ def test_a_one_class_training_file_warns(tmp_path, data, capsys):
 # -- items 5, 6, 8, 11: predict writes every row --------------------------------------------------------
 
 def test_predict_writes_one_row_per_input_row_and_the_report(trained, data, tmp_path):
-    d, run, _ = trained
+    _d, run, _ = trained
     _, test = data
     rows = [row(100 + i, r) for i, r in enumerate(test)]
     s = test[0].subject
@@ -235,7 +235,7 @@ def test_predict_writes_one_row_per_input_row_and_the_report(trained, data, tmp_
 
 
 def test_predict_with_nothing_readable_fails(trained, data, tmp_path, capsys):
-    d, run, _ = trained
+    _d, run, _ = trained
     rows = [[str(i), "문장", "{'word'", "{'word'", "100", ""] for i in range(3)]
     path = write(tmp_path / "bad.csv", rows)
     out = tmp_path / "sub.csv"
@@ -249,7 +249,7 @@ def test_predict_with_nothing_readable_fails(trained, data, tmp_path, capsys):
 
 
 def test_predict_strict_stops_at_the_first_bad_span(trained, data, tmp_path, capsys):
-    d, run, _ = trained
+    _d, run, _ = trained
     _, test = data
     rows = [row(i, r) for i, r in enumerate(test)]
     rows[3][2] = cell("없는이름", 0, 3)
@@ -259,7 +259,7 @@ def test_predict_strict_stops_at_the_first_bad_span(trained, data, tmp_path, cap
 
 
 def test_evaluate_keeps_the_report_beside_its_output(trained, data, tmp_path, capsys):
-    d, run, _ = trained
+    _d, run, _ = trained
     train, _ = data
     rows, _ = messy(train[150:170])
     path = write(tmp_path / "dev.csv", rows)
@@ -303,7 +303,7 @@ def test_prediction_read_never_drops_a_row(tmp_path, data):
     rows[1][2] = "{'word': broken"
     rows.append(list(rows[0]))
     got = read_for_prediction(write(tmp_path / "p.csv", rows), options_from_config(DataConfig()))
-    assert [getattr(r, "id") for r in got.rows] == [r[0] for r in rows]
+    assert [r.id for r in got.rows] == [r[0] for r in rows]
     assert len(got.records) == 6 and len(got.unreadable) == 1
     assert got.records[0].subject == Entity(train[0].subject.text, train[0].subject.start, train[0].subject.end,
                                             train[0].subject.type)

@@ -6,8 +6,8 @@ skipped (saying why) where Chromium is not installed.
 """
 
 import base64
-import json
 import io
+import json
 import re
 import shutil
 import subprocess

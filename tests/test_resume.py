@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_tiny_bert_work
 
+from conftest import make_tiny_bert_work
+from rekit import rundir
 from rekit.cli import main
-from rekit.training import checkpoint, rundir
+from rekit.training import checkpoint
 
 TRAIN = ["--folds", "2", "--max-length", "48", "--epochs", "3", "--lr", "1e-3", "--batch-size", "16",
          "--eval-every", "3", "--save-every", "1", "--deterministic", "--device", "cpu", "--no-progress"]

@@ -85,7 +85,7 @@ def test_second_train_on_a_run_in_use_refuses_with_the_pid_and_the_first_finishe
             assert main(["train", *extra]) == 2
             err = one_line_error(capsys)
             assert f"in use by process {first.pid}" in err and str(run) in err
-        out, err = first.communicate(timeout=300)
+        _out, err = first.communicate(timeout=300)
     finally:
         if first.poll() is None:
             first.kill()
@@ -111,9 +111,9 @@ def test_a_lock_left_by_a_killed_process_is_taken_over(work, tmp_path, capsys):
     assert lock.lock_path(run).read_text().split()[0] == str(holder.pid)  # the stale file is still there
     assert main(["train", "--resume", str(run)]) == 0  # the kernel released the lock: taken over
     assert "has finished already" in capsys.readouterr().out
-    with lock.locked(run):  # and a second holder in this process is refused too (flock is per open file)
-        with pytest.raises(lock.LockedError, match=f"process {os.getpid()}"):
-            lock.acquire(run)
+    # and a second holder in this process is refused too (flock is per open file)
+    with lock.locked(run), pytest.raises(lock.LockedError, match=f"process {os.getpid()}"):
+        lock.acquire(run)
 
 
 def test_pretrain_output_is_locked_and_overwrite_keeps_the_old_model_until_the_new_one_is_done(
@@ -290,10 +290,9 @@ def test_read_only_output_folder_is_found_before_inference(work, tmp_path, capsy
 def test_full_disk_is_one_line_and_keeps_the_previous_file_without_temp_files(tmp_path):
     target = tmp_path / "sub.csv"
     target.write_text("previous\n")
-    with pytest.raises(OutputError, match=f"cannot write {target}: the disk is full"):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half of the new")
-            raise OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OutputError, match=f"cannot write {target}: the disk is full"), atomic_path(target) as tmp:
+        tmp.write_text("half of the new")
+        raise OSError(errno.ENOSPC, "No space left on device")
     assert target.read_text() == "previous\n"
     assert [p.name for p in tmp_path.iterdir()] == ["sub.csv"]
     with pytest.raises(OutputError, match="bytes free"):

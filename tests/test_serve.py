@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import free_port
 
+from conftest import free_port
 from rekit.cli import main
 from rekit.data.readers import read_records, write_csv
 from rekit.data.synthetic import make_splits

@@ -4,8 +4,8 @@ run in BENCHMARKS.md ("Training throughput") runs them on an H200."""
 
 import pytest
 import torch
-from conftest import one_process_ddp
 
+from conftest import one_process_ddp
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.data.synthetic import make_splits
@@ -169,7 +169,7 @@ def test_one_replayed_step_equals_one_eager_step():
     ref = torch.optim.AdamW(twin.parameters(), lr=1e-2, fused=True)
     g = graphs.StepGraphs(forward_of(net), net, opt, None, 1.0)
     gen = torch.Generator().manual_seed(1)
-    for i in range(6):
+    for _i in range(6):
         batch = {"x": torch.randint(0, 50, (8, 6), generator=gen).cuda(), "y": torch.randint(0, 4, (8,), generator=gen).cuda()}
         loss = g.step(batch)
         if loss is None:  # eager, as the loop does it

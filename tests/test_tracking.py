@@ -122,9 +122,8 @@ def test_a_failing_run_closes_the_tracker_as_failed(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     cfg = RunConfig.from_dict({}, {"report_to": "mlflow"})
     tracker = open_tracker(cfg)
-    with pytest.raises(RuntimeError):
-        with tracker.attached(tmp_path / "r", cfg):
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError), tracker.attached(tmp_path / "r", cfg):
+        raise RuntimeError("boom")
     assert fake.calls[-1] == ("end_run", (), {"status": "FAILED"})
 
 

@@ -41,7 +41,8 @@ def setup():
 
 def test_lr_schedule():
     # 10 steps, 2 warmup: 0.5, 1.0, then linear decay to 0 over the remaining 8
-    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5, 0.375, 0.25, 0.125]
+    assert [round(lr_factor(s, 10, 2, "linear"), 3) for s in range(10)] == [0.5, 1.0, 1.0, 0.875, 0.75, 0.625, 0.5,
+                                                                           0.375, 0.25, 0.125]
     assert lr_factor(2, 10, 2, "cosine") == pytest.approx(1.0)
     assert lr_factor(6, 10, 2, "cosine") == pytest.approx(0.5)
     assert lr_factor(9, 10, 2, "constant") == 1.0
@@ -102,14 +103,14 @@ def test_stratified_folds_keep_rare_classes_in_training():
 
 def test_holdout_and_plain_kfold():
     labels = ["a"] * 80 + ["b"] * 20
-    (tr, va), = make_folds(labels, 1, valid_ratio=0.2, seed=0).splits
+    (_tr, va), = make_folds(labels, 1, valid_ratio=0.2, seed=0).splits
     assert len(va) == 20 and Counter(labels[i] for i in va) == {"a": 16, "b": 4}
     folds = make_folds(labels, 4, kind="kfold", seed=0)
     assert sorted(np.concatenate([va for _, va in folds.splits])) == list(range(100))
 
 
 def test_gradient_accumulation_matches_the_full_batch(setup, tmp_path):
-    cfg, lm, tok, feats, _ = setup
+    _cfg, lm, tok, feats, _ = setup
     sub = feats.subset(range(64))
     finals = []
     for accum in (1, 4):
@@ -142,7 +143,7 @@ def test_loop_learns_and_keeps_the_best_checkpoint(setup, tmp_path):
 
 
 def test_patience_stops_early(setup, tmp_path):
-    cfg, lm, tok, train, valid = setup
+    _cfg, lm, tok, train, valid = setup
     c = tiny_cfg(lr=1e-9, epochs=6, patience=1, metric="micro_f1")  # nothing is learned: no improvement
     seed_everything(0)
     model = build_model(c.model, tok, lm)

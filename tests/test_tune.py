@@ -20,8 +20,8 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
-from conftest import free_port
 
+from conftest import free_port
 from rekit.cli import main
 from rekit.config import RunConfig
 from rekit.data.readers import write_csv

@@ -17,7 +17,14 @@ Kundaje & Shrikumar, 2020, found makes EM hard to beat).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
 import numpy as np
+
+from rekit.data.labels import LabelMap
+from rekit.errors import ConfigError
+from rekit.rundir import read_oof, run_root
 
 EPS = 1e-12
 
@@ -39,7 +46,7 @@ def em_priors(probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 1000, 
         return probs.copy(), train_prior.copy(), 0
     prior = train_prior.copy()
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is returned after the loop)
         q = reweight(probs, train_prior, prior)
         new = q.mean(axis=0)
         done = np.abs(new - prior).max() < tol
@@ -110,3 +117,43 @@ def apply_bcts(probs: np.ndarray, temperature: float, bias: np.ndarray) -> np.nd
     z -= z.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def training_prior(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.ndarray:
+    """The label mix the models were trained on (every training row of the runs' oof.csv)."""
+    ys = [read_oof(r, label_map)[1] for r in dict.fromkeys(run_root(r) for r in run_dirs)]
+    return label_prior(np.concatenate(ys), len(label_map))
+
+
+def adapt_probs(probs: np.ndarray, run_dirs: Sequence[str | Path], label_map: LabelMap, calibrate: str = "none",
+                adapt_priors: str = "none", echo: Callable[[str], object] | None = None) -> np.ndarray:
+    """Calibration, then prior adaptation, of an ensemble's (N, C) probabilities, as `rekit predict`
+    does with --calibrate (none / temperature / bcts, fit on the first run's out-of-fold rows) and
+    --adapt-priors (none / em: the label mix re-estimated on these rows, no labels used). `echo`
+    is told what was fit. The result is float32."""
+    if calibrate not in ("none", "temperature", "bcts"):
+        raise ConfigError(f"calibrate: expected none, temperature or bcts, got {calibrate!r}")
+    if adapt_priors not in ("none", "em"):
+        raise ConfigError(f"adapt_priors: expected none or em, got {adapt_priors!r}")
+    if calibrate == "none" and adapt_priors == "none":
+        return probs
+    say = echo or (lambda _: None)
+    if calibrate != "none":
+        _, y, oof = read_oof(run_dirs[0], label_map)
+        held = ~np.isnan(oof).any(axis=1)
+        if calibrate == "temperature":
+            t = fit_temperature(oof[held], y[held])
+            probs = apply_temperature(probs, t)
+        else:
+            t, bias = fit_bcts(oof[held], y[held])
+            probs = apply_bcts(probs, t, bias)
+        say(f"{calibrate} calibration fit on {int(held.sum()):,} out-of-fold predictions: temperature {t:.3f}")
+    if adapt_priors == "em":
+        prior = training_prior(run_dirs, label_map)
+        probs, new_prior, iters = em_priors(probs, prior)
+        nr = label_map.no_relation
+        if nr is not None:
+            k = label_map.label2id[nr]
+            say(f"label mix re-estimated on the inputs (EM, {iters} iterations): {nr} "
+                f"{prior[k]:.1%} in training -> {new_prior[k]:.1%} here")
+    return np.asarray(probs, dtype=np.float32)

@@ -36,7 +36,7 @@ class TypePairMajority:
         # this key is deterministic whatever order the records came in.
         return (-self.prior_[label], label)
 
-    def fit(self, records: Sequence[Record]) -> "TypePairMajority":
+    def fit(self, records: Sequence[Record]) -> TypePairMajority:
         if not 0.0 <= self.alpha <= 1.0:
             # > 1 could let the prior flip a strict pair majority, breaking argmax == predict.
             raise ValueError(f"alpha must be in [0, 1], got {self.alpha}")

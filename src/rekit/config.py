@@ -32,6 +32,7 @@ HEADS = ("entity", "cls")
 SCRATCH_SIZES = ("tiny", "small", "medium", "base")
 SCRATCH_TOKENIZERS = ("wordpiece", "morpheme")
 LOSSES = ("ce", "focal")
+AUGMENTS = ("swap", "entity", "punct", "mask")  # data/augment.py (records), modeling/masking.py (mask)
 METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1", "loss")
 REPORT_TO = ("none", "tensorboard", "mlflow", "wandb")  # backends live in rekit/tracking.py
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -41,6 +42,15 @@ OBJECTIVE_METRICS = ("micro_f1", "auprc", "accuracy", "macro_f1")  # tune object
 # Measured: with a 1 s heartbeat (2 s grace), 8 workers on 2 busy cores had a healthy trial failed as
 # stale; heartbeats are cheap, but a long grace only delays recovery of workers on other machines.
 MIN_HEARTBEAT_S = 10
+
+
+def parse_augments(spec: str) -> tuple[str, ...]:
+    """'swap,entity' -> ('swap', 'entity'); '' or 'none' -> ()."""
+    names = tuple(x.strip() for x in spec.split(",") if x.strip() and x.strip() != "none")
+    bad = [n for n in names if n not in AUGMENTS]
+    if bad:
+        raise ValueError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTS)}")
+    return names
 
 
 def described(default: Any, **meta: Any) -> Any:
@@ -138,7 +148,8 @@ class TrainConfig:
                       "where its compiling pays back, else graphs; CPU: off), off "
                       "(eager), graphs (each padded batch shape captured once as a CUDA graph of the whole step: "
                       "forward, backward, clipping, AdamW), graphs-inductor (the same over torch.compile-fused "
-                      "kernels: 16 % faster per step, after 20-30 s of compiling; for runs of several epochs), or torch.compile's default, reduce-overhead, "
+                      "kernels: 16 % faster per step, after 20-30 s of compiling; for runs of several epochs), or "
+                      "torch.compile's default, reduce-overhead, "
                       "max-autotune; see BENCHMARKS.md", ("auto", "off", "graphs", "graphs-inductor", "default",
                                                           "reduce-overhead", "max-autotune"))
     pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 with torch.compile modes, 8 "
@@ -186,8 +197,6 @@ class RunConfig:
         t = self.train
         if t.batch_size % t.grad_accum:
             raise ConfigError(f"--batch-size ({t.batch_size}) must be a positive multiple of --grad-accum ({t.grad_accum})")
-        from rekit.data.augment import parse_augments
-
         try:
             parse_augments(t.augment)
         except ValueError as e:
@@ -318,7 +327,7 @@ class PretrainSettings:
 # -- rekit tune ----------------------------------------------------------------------------------
 def _workers(value: Any, where: str) -> str:
     text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-    if text == "auto" or text.isdigit() and int(text) >= 1:
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
         return text
     raise ConfigError(f"{where} must be a number >= 1 or 'auto', got {value!r}")
 

@@ -52,8 +52,8 @@ def run_demo(out: Path, progress: bool = True, echo=print) -> dict:
     echo(f"test set ({len(records)} rows), {len(ens.dirs)}-fold ensemble: micro-F1 {report['micro_f1']:.2f}  "
          f"AUPRC {report['auprc']:.2f}  accuracy {report['accuracy']:.4f}")
     echo(f"done in {elapsed:.0f} s. Everything is in {out}/:")
-    echo(f"  train.csv, test.csv     the generated data (community CSV layout)")
-    echo(f"  run/                    the run directory: config.yaml, fold-*/ models, metrics.jsonl, oof.csv, summary.json")
-    echo(f"  submission.csv          id,pred_label,probs for test.csv")
+    echo("  train.csv, test.csv     the generated data (community CSV layout)")
+    echo("  run/                    the run directory: config.yaml, fold-*/ models, metrics.jsonl, oof.csv, summary.json")
+    echo("  submission.csv          id,pred_label,probs for test.csv")
     echo(f"try: rekit evaluate {run} --input {out / 'test.csv'}")
     return {"summary": summary, "test": report, "seconds": elapsed}

@@ -7,10 +7,8 @@ only) by maximising the OOF likelihood of the mixture (`fit_run_weights`).
 
 from __future__ import annotations
 
-import csv
 import gc
 import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,49 +18,13 @@ from tqdm.auto import tqdm
 
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
-from rekit.encoding.tokenize import REEncoder
+from rekit.encoding.tokenize import Features, REEncoder
 from rekit.errors import RekitError
 from rekit.modeling.inference import predict_proba
-from rekit.modeling.integrity import check_model_dir, weight_files
-from rekit.modeling.model import SPEC_FILE, WEIGHTS_FILE, REModel
+from rekit.modeling.integrity import check_model_dir
+from rekit.modeling.model import REModel
+from rekit.rundir import model_dirs, read_oof
 from rekit.runtime import autocast_dtype, compile_blocks, resolve_device
-from rekit.training import rundir
-
-
-def model_dirs(run_dir: str | Path, allow_partial: bool = False, echo=None) -> list[Path]:
-    """The fold model directories of a run that count: finished folds only (result.json and a
-    complete model). A run with unfinished folds is refused unless `allow_partial`; then `echo`
-    (if given) is told which folds are used. A single model directory is returned as it is."""
-    run = Path(run_dir)
-    if (run / SPEC_FILE).is_file() and weight_files(run):  # a single model directory works too
-        return [run]
-    started = sorted(int(d.name[5:]) for d in run.glob("fold-*") if d.name[5:].isdigit())
-    if not (run / rundir.CONFIG).is_file() and not (run / rundir.STATE).is_file():
-        # Not made by `rekit train` (fold model directories put together by hand): no notion of
-        # finished folds; every complete model counts.
-        done = [k for k in started if rundir.model_complete(run / f"fold-{k}")]
-        expected = len(done)
-    else:
-        done, expected = rundir.finished_folds(run), rundir.expected_folds(run) or 0
-        expected = max([expected, *(k + 1 for k in started)])
-    if not done:
-        raise RekitError(f"{run} holds no trained models (no finished fold-*/ with result.json and {WEIGHTS_FILE}); "
-                         "is it a finished rekit run?")
-    missing = [k for k in range(expected) if k not in done]
-    if missing and not allow_partial:
-        status = rundir.read_state(run).get("status", "unknown")
-        raise RekitError(f"{run} is unfinished (status {status}): {_folds(missing)} not finished, only "
-                         f"{_folds(done)}; finish it with `rekit train --resume {run}`, or pass --allow-partial "
-                         "to predict with the finished folds only")
-    if missing and echo is not None:
-        echo(f"--allow-partial: {run}: using {len(done)} of {expected} folds ({_folds(done)}); "
-             f"{_folds(missing)} not finished")
-    return [run / f"fold-{k}" for k in done]
-
-
-def _folds(ks: Sequence[int]) -> str:
-    """Fold directory names, as on disk."""
-    return ", ".join(f"fold-{k}" for k in ks)
 
 
 class Ensemble:
@@ -97,13 +59,13 @@ class Ensemble:
                 raise RekitError(f"{d} has a different label map from {self.dirs[0]}; cannot ensemble them")
 
     @classmethod
-    def load(cls, run_dir: str | Path, allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
+    def load(cls, run_dir: str | Path, allow_partial: bool = False, echo=None, **kw) -> Ensemble:
         """The finished fold models of a run (see `model_dirs` for `allow_partial` and `echo`)."""
         return cls(model_dirs(run_dir, allow_partial, echo), **kw)
 
     @classmethod
     def load_runs(cls, run_dirs: Sequence[str | Path], run_weights: Sequence[float] | None = None,
-                  allow_partial: bool = False, echo=None, **kw) -> "Ensemble":
+                  allow_partial: bool = False, echo=None, **kw) -> Ensemble:
         """All fold models of several runs; run k's weight is split equally among its folds."""
         groups = [model_dirs(r, allow_partial, echo) for r in run_dirs]
         if run_weights is not None and len(run_weights) != len(groups):
@@ -135,7 +97,7 @@ class Ensemble:
 
     def member_probas(self, records: Sequence[Record]) -> list[np.ndarray]:
         """Each member's (N, C) probabilities; inputs are encoded once per distinct tokenizer."""
-        encoded: dict[str, object] = {}
+        encoded: dict[str, Features] = {}
         out = []
         for i in tqdm(range(len(self.dirs)), desc="fold models", disable=not self.progress, leave=False):
             model, tokenizer, _ = self._member(i)
@@ -173,38 +135,7 @@ def _fingerprint(model_dir: Path, spec) -> str:
     return h.hexdigest()
 
 
-# -- out-of-fold predictions of a run: run weights and the training label mix ----------------
-def run_root(path: str | Path) -> Path:
-    """The run directory of a run or of one of its fold models (where oof.csv lives)."""
-    p = Path(path)
-    for d in (p, p.parent):
-        if (d / "oof.csv").is_file():
-            return d
-    raise RekitError(f"{p}: no oof.csv here or in its parent; out-of-fold predictions come from a finished `rekit train` run")
-
-
-def read_oof(run_dir: str | Path, label_map: LabelMap) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """-> (ids, label ids (N,), probs (N, C)); rows never held out (fold -1) have NaN probs."""
-    path = run_root(run_dir) / "oof.csv"
-    ids, ys, rows = [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            if row["label"] not in label_map.label2id:
-                raise RekitError(f"{path}: label {row['label']!r} is not in the model's label map")
-            ids.append(row["id"])
-            ys.append(label_map.label2id[row["label"]])
-            rows.append(json.loads(row["probs"]) if row["probs"] else [float("nan")] * len(label_map))
-    return ids, np.asarray(ys, dtype=np.int64), np.asarray(rows, dtype=np.float64).reshape(len(ids), len(label_map))
-
-
-def training_prior(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.ndarray:
-    """The label mix the models were trained on (every training row of the runs' oof.csv)."""
-    from rekit.adapt import label_prior
-
-    ys = [read_oof(r, label_map)[1] for r in dict.fromkeys(run_root(r) for r in run_dirs)]
-    return label_prior(np.concatenate(ys), len(label_map))
-
-
+# -- run weights fit on the runs' out-of-fold predictions -----------------------------------
 def fit_run_weights(oofs: Sequence[np.ndarray], y: np.ndarray, iters: int = 500, tol: float = 1e-10) -> np.ndarray:
     """Mixture weights w (simplex) maximising sum_i log sum_k w_k p_k(y_i | x_i) (EM for mixture
     weights: the objective is concave, so this converges to the optimum). oofs: K arrays (N, C)."""
@@ -226,10 +157,10 @@ def oof_run_weights(run_dirs: Sequence[str | Path], label_map: LabelMap) -> np.n
     if not common:
         raise RekitError("the runs share no out-of-fold rows; were they trained on the same file?")
     order = sorted(common)
-    oofs, y = [], None
-    for ids, ys, probs in tables:
+    oofs = []
+    for ids, _, probs in tables:
         pos = {i: n for n, i in enumerate(ids)}
-        take = [pos[i] for i in order]
-        oofs.append(probs[take])
-        y = ys[take] if y is None else y
+        oofs.append(probs[[pos[i] for i in order]])
+    first = {i: n for n, i in enumerate(tables[0][0])}
+    y = tables[0][1][[first[i] for i in order]]  # the gold labels: the same file, so the first run's
     return fit_run_weights(oofs, y)

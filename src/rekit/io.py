@@ -46,7 +46,7 @@ def umask() -> int:
 
 def output_error(path: str | Path, e: OSError) -> Exception:
     """A user-fixable OSError as an OutputError naming `path`; any other one unchanged."""
-    why = USER_ERRNOS.get(e.errno)
+    why = USER_ERRNOS.get(e.errno or 0)
     return OutputError(e.errno, f"cannot write {path}: {why}") if why else e
 
 
@@ -96,7 +96,7 @@ def check_output(path: str | Path, flag: str = "--output", need_bytes: int = 0) 
         free = fs.f_bavail * fs.f_frsize
     except OSError as e:
         raise OutputError(e.errno, f"{flag} {path}: cannot write in {parent}: "
-                          f"{USER_ERRNOS.get(e.errno, e.strerror)}") from None
+                          f"{USER_ERRNOS.get(e.errno or 0) or e.strerror}") from None
     if free < need_bytes:
         raise OutputError(errno.ENOSPC, f"{flag} {path}: {free:,} bytes free in {parent}, about "
                           f"{need_bytes:,} needed; free some space or write elsewhere")

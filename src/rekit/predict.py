@@ -15,8 +15,7 @@ from rekit.data.schema import Record
 from rekit.errors import DataError
 from rekit.io import atomic_write_text
 from rekit.metrics import confusion, evaluate, per_class_report
-from rekit.training.rundir import probs_cell
-
+from rekit.rundir import probs_cell
 
 READ_REPORT_SUFFIX = ".read_report.json"  # submission.csv -> submission.csv.read_report.json
 
@@ -82,7 +81,7 @@ def split_known(records: Sequence[Record], label_map: LabelMap, unknown: str = "
     labeled = [r for r in records if r.label is not None]
     bad = [r for r in labeled if r.label not in label_map.label2id]
     if bad and unknown == "error":
-        names = sorted({r.label for r in bad})
+        names = sorted({str(r.label) for r in bad})
         raise DataError(f"{len(bad)} rows have labels the model does not know ({', '.join(names[:5])}; first id "
                         f"{bad[0].id}); pass --unknown-labels skip to evaluate the other rows", path=path)
     known = [r for r in labeled if r.label in label_map.label2id]
@@ -90,7 +89,7 @@ def split_known(records: Sequence[Record], label_map: LabelMap, unknown: str = "
 
 
 def score(records: Sequence[Record], probs: np.ndarray, label_map: LabelMap) -> dict:
-    y = np.asarray([label_map.label2id[r.label] for r in records])
+    y = np.asarray([label_map.label2id[str(r.label)] for r in records])  # labeled rows only (split_known)
     report = evaluate(y, probs, label_map)
     report["per_class"] = per_class_report(y, probs.argmax(1), label_map)
     report["confusion"] = confusion(y, probs.argmax(1), len(label_map)).tolist()

@@ -97,6 +97,7 @@ class TensorBoardTracker(Tracker):
 
     def _writer(self, name: str):
         if name not in self._writers:
+            assert self._root is not None, "start() sets the run directory first"
             self._writers[name] = self._writer_class(log_dir=str(self._root / name))
         return self._writers[name]
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from rekit.api.examples import to_records
 from rekit.errors import RekitError
+from rekit.rundir import SPEC_FILE, model_dirs
 
 ONNX_MANIFEST = "rekit-onnx.json"
 
@@ -66,10 +67,10 @@ def load(path: str | Path, device: str = "auto", batch_size: int = 64, **options
     if (p / ONNX_MANIFEST).is_file():
         from rekit.export.runtime import OnnxEnsemble
 
-        ens = OnnxEnsemble(p, batch_size=batch_size, **options)
-        return Model(ens, ens.entity_types)
-    from rekit.ensemble import Ensemble, model_dirs
+        onnx = OnnxEnsemble(p, batch_size=batch_size, **options)
+        return Model(onnx, onnx.entity_types)
+    from rekit.ensemble import Ensemble
 
     dirs = model_dirs(p)
     ens = Ensemble(dirs, device=device, batch_size=batch_size, **options)
-    return Model(ens, _entity_types(dirs[0] / "rekit.json"))
+    return Model(ens, _entity_types(dirs[0] / SPEC_FILE))

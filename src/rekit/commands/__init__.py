@@ -60,7 +60,10 @@ def add_config_flags(parser: argparse.ArgumentParser, only: tuple[str, ...] | No
                 add_field_flag(group, f, getattr(defaults, f.name))
 
 
-def explicit_flags(args: argparse.Namespace, klasses=tuple(SECTIONS.values())) -> dict:
+_ALL_SECTIONS = tuple(SECTIONS.values())
+
+
+def explicit_flags(args: argparse.Namespace, klasses=_ALL_SECTIONS) -> dict:
     """Only the config flags the user actually passed (so a config file's values survive)."""
     names = {f.name for k in klasses for f in dataclasses.fields(k)}
     out = {k: v for k, v in vars(args).items() if k in names}

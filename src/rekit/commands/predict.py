@@ -7,17 +7,24 @@ import json
 import sys
 from pathlib import Path
 
+from rekit.api.loading import ONNX_MANIFEST
 from rekit.commands import READ_FIELDS, add_config_flags, read_options
 from rekit.data.formats.source import check_file
 from rekit.errors import RekitError
 from rekit.io import check_output
+from rekit.modeling.integrity import check_model_dir
+from rekit.rundir import model_dirs
 
 
 def _check_paths(args) -> None:
-    """Mistyped paths fail at once, before torch and the models are loaded."""
+    """Mistyped paths and unfinished runs fail at once, before the input is read and torch and the
+    models are loaded."""
     for run in args.run_dir:
         if not Path(run).exists():
             raise RekitError(f"{run}: no such run directory")
+        if not (Path(run) / ONNX_MANIFEST).is_file():  # an ONNX export has no folds to finish
+            for d in model_dirs(run, allow_partial=args.allow_partial):
+                check_model_dir(d)  # JSON files and safetensors headers: milliseconds
     check_file(Path(args.input))
     for flag in ("output", "report"):
         target = getattr(args, flag, None)
@@ -33,7 +40,7 @@ def _stderr(message: str) -> None:
 
 
 def _load_ensemble(args):
-    if len(args.run_dir) == 1 and (Path(args.run_dir[0]) / "rekit-onnx.json").is_file():
+    if len(args.run_dir) == 1 and (Path(args.run_dir[0]) / ONNX_MANIFEST).is_file():
         from rekit.export.runtime import OnnxEnsemble  # `rekit export`: onnxruntime, no torch
 
         return OnnxEnsemble(args.run_dir[0], batch_size=min(args.batch_size, 64))
@@ -55,34 +62,10 @@ def _load_ensemble(args):
 
 
 def _adapt(args, ens, probs):
-    """--calibrate and --adapt-priors: uses the runs' out-of-fold files, never the input's labels."""
-    if args.calibrate == "none" and args.adapt_priors == "none":
-        return probs  # nothing to do (and rekit.ensemble, which imports torch, is not needed)
-    import numpy as np
+    """--calibrate and --adapt-priors (rekit.adapt.adapt_probs): the runs' out-of-fold files, never the input's labels."""
+    from rekit.adapt import adapt_probs  # numpy and the run files only: no torch
 
-    from rekit import adapt
-    from rekit.ensemble import read_oof, training_prior
-
-    if args.calibrate != "none":
-        _, y, oof = read_oof(args.run_dir[0], ens.label_map_)
-        held = ~np.isnan(oof).any(axis=1)
-        if args.calibrate == "temperature":
-            t = adapt.fit_temperature(oof[held], y[held])
-            probs = adapt.apply_temperature(probs, t)
-        else:
-            t, bias = adapt.fit_bcts(oof[held], y[held])
-            probs = adapt.apply_bcts(probs, t, bias)
-        print(f"{args.calibrate} calibration fit on {int(held.sum()):,} out-of-fold predictions: temperature {t:.3f}",
-              file=sys.stderr)
-    if args.adapt_priors == "em":
-        prior = training_prior(args.run_dir, ens.label_map_)
-        probs, new_prior, iters = adapt.em_priors(probs, prior)
-        nr = ens.label_map_.no_relation
-        if nr is not None:
-            k = ens.label_map_.label2id[nr]
-            print(f"label mix re-estimated on the inputs (EM, {iters} iterations): {nr} "
-                  f"{prior[k]:.1%} in training -> {new_prior[k]:.1%} here", file=sys.stderr)
-    return probs.astype("float32")
+    return adapt_probs(probs, args.run_dir, ens.label_map_, args.calibrate, args.adapt_priors, echo=_stderr)
 
 
 def show_progress(args) -> bool:

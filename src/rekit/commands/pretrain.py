@@ -15,7 +15,7 @@ from rekit.convert import flag_name
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError, RekitError
 from rekit.modeling.source import check_model_source
-from rekit.training.rundir import check_new
+from rekit.rundir import check_new
 
 
 def read_texts(paths: list[str], args, marker: str) -> list[str]:
@@ -182,9 +182,9 @@ def build(args, m: dict, texts: list[str], work: Path):
         return scratch_mlm_model(tokenizer, m["scratch_size"], 512, m["dropout"]), tokenizer
     from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-    from rekit.modeling.backbone import _from_pretrained
+    from rekit.modeling.backbone import from_pretrained
 
-    return _from_pretrained(AutoModelForMaskedLM, m["model"]), _from_pretrained(AutoTokenizer, m["model"])
+    return from_pretrained(AutoModelForMaskedLM, m["model"]), from_pretrained(AutoTokenizer, m["model"])
 
 
 def register(sub) -> None:

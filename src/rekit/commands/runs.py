@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rekit.errors import ConfigError, RekitError
+
+if TYPE_CHECKING:
+    from rekit.report.rundata import RunData
 
 COLUMNS = (  # header, key in the run's config
     ("model", "model"), ("marker", "marker"), ("head", "head"), ("lr", "lr"), ("epochs", "epochs"),
@@ -47,7 +51,12 @@ def table(rows: list[list[str]], header: list[str]) -> str:
     return "\n".join(lines)
 
 
-def _row(run_dir: Path, name: str) -> tuple[list[str], object]:
+def _score_or(run: RunData, metric: str, default: float) -> float:
+    value = run.score(metric)[0]
+    return value if value is not None else default
+
+
+def _row(run_dir: Path, name: str) -> tuple[list[str], RunData]:
     """One listing row and its run; a run whose files are malformed raises (see `list_runs`)."""
     from rekit.report.rundata import load_run
 
@@ -69,7 +78,8 @@ def list_runs(root: Path, sort: str = "name") -> str:
     paths = find_runs(root)
     if not paths:
         return f"no run directories under {root}"
-    good, bad = [], []
+    good: list[tuple[list[str], RunData]] = []
+    bad: list[tuple[str, str]] = []
     for p in paths:
         name = os.path.relpath(p, root) if p != root else p.name
         try:
@@ -77,7 +87,7 @@ def list_runs(root: Path, sort: str = "name") -> str:
         except (RekitError, ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             bad.append((name, str(e).splitlines()[0] if str(e) else type(e).__name__))
     if sort in ("micro_f1", "auprc"):
-        good.sort(key=lambda x: -(x[1].score(sort)[0] if x[1].score(sort)[0] is not None else float("-inf")))
+        good.sort(key=lambda x: -_score_or(x[1], sort, float("-inf")))
     elif sort == "time":
         good.sort(key=lambda x: x[1].state.get("updated", ""))
     header = ["run", "status", "micro-F1", "AUPRC", *(h for h, _ in COLUMNS), "folds"]
@@ -110,8 +120,8 @@ def compare_runs(a_dir: Path, b_dir: Path, top: int = 0) -> str:
     for metric in ("micro_f1", "auprc", "accuracy", "macro_f1"):
         (va, sa), (vb, sb) = a.score(metric), b.score(metric)
         digits = 4 if metric == "accuracy" else 2  # accuracy is a fraction, the others percentages
-        delta = f"{vb - va:+.{digits}f}" if va is not None and vb is not None else "-"
-        scores.append([metric, _metric_cell(va, sa, digits), _metric_cell(vb, sb, digits), delta])
+        cell = f"{vb - va:+.{digits}f}" if va is not None and vb is not None else "-"
+        scores.append([metric, _metric_cell(va, sa, digits), _metric_cell(vb, sb, digits), cell])
     out.append("CV scores (out-of-fold; * = mean of the folds that ran):")
     out.append(table(scores, ["metric", "A", "B", "B-A"]))
     pa, pb = {r["label"]: r for r in a.per_class()}, {r["label"]: r for r in b.per_class()}
@@ -122,7 +132,7 @@ def compare_runs(a_dir: Path, b_dir: Path, top: int = 0) -> str:
                    "of a run that finished every fold)")
         return "\n".join(out)
     labels = [lab for lab in dict.fromkeys([*pa, *pb]) if pa.get(lab, {}).get("support") or pb.get(lab, {}).get("support")]
-    rows = []
+    rows: list[tuple[float | None, list[str]]] = []
     for lab in labels:
         f_a, f_b = pa.get(lab, {}).get("f1"), pb.get(lab, {}).get("f1")
         delta = f_b - f_a if f_a is not None and f_b is not None else None

@@ -137,7 +137,8 @@ def register(sub) -> None:
             "directory STUDY_DIR/trial-NNNN (STUDY_DIR is --output) and scores it (CV micro-F1 by default), "
             "pruning poor trials after each evaluation. The search space is the config file's tune.space "
             "section (see configs/tune-scratch.yaml); without one, a default space over lr, batch size, epochs, "
-            "warmup ratio, optimizer and dropout, printed at the start and saved with the study. The study is stored in STUDY_DIR/study.db (SQLite) or "
+            "warmup ratio, optimizer and dropout, printed at the start and saved with the study. The study is stored in "
+            "STUDY_DIR/study.db (SQLite) or "
             "--storage URL; rerunning resumes it, and several workers (--workers N, or the same command on "
             "other machines with a shared --storage) share it.", 100),
         epilog=EXAMPLE, formatter_class=argparse.RawDescriptionHelpFormatter)

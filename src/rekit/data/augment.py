@@ -5,7 +5,7 @@ Each returns a new `Record`, or None when it does not apply to that record:
           inverse pair (per:parents <-> per:children, org:members <-> org:member_of);
   entity  one entity replaced by another entity of the same type seen in training;
   punct   AEDA (Karimi et al., 2021): punctuation marks inserted between words, outside entities.
-Random token masking works on token ids during training instead (training/augmentation.py).
+Random token masking works on token ids during training instead (modeling/masking.py).
 """
 
 from __future__ import annotations
@@ -17,22 +17,12 @@ from collections.abc import Sequence
 
 from rekit.data.schema import Entity, Record
 
-AUGMENTS = ("swap", "entity", "punct", "mask")
 # no_relation is deliberately absent: (A, B) unrelated says nothing about (B, A).
 SYMMETRIC = frozenset({"per:siblings", "per:spouse", "per:colleagues", "per:other_family",
                        "per:alternate_names", "org:alternate_names"})
 INVERSE = {"per:parents": "per:children", "per:children": "per:parents",
            "org:members": "org:member_of", "org:member_of": "org:members"}
 PUNCT = (".", ",", "!", "?", ";", ":")
-
-
-def parse_augments(spec: str) -> tuple[str, ...]:
-    """'swap,entity' -> ('swap', 'entity'); '' or 'none' -> ()."""
-    names = tuple(x.strip() for x in spec.split(",") if x.strip() and x.strip() != "none")
-    bad = [n for n in names if n not in AUGMENTS]
-    if bad:
-        raise ValueError(f"unknown augmentation {bad[0]!r}; choose from {', '.join(AUGMENTS)}")
-    return names
 
 
 def _overlap(a: Entity, b: Entity) -> bool:

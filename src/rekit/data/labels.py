@@ -96,7 +96,7 @@ class LabelMap:
         atomic_write_text(path, json.dumps(data, ensure_ascii=False, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "LabelMap":
+    def load(cls, path: str | Path) -> LabelMap:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             return cls(tuple(data["labels"]), data.get("no_relation"), data.get("name", "custom"))
@@ -104,14 +104,14 @@ class LabelMap:
             raise DataError(f"cannot read label map: {e}", path=str(path)) from None
 
     @classmethod
-    def builtin(cls, name: str) -> "LabelMap":
+    def builtin(cls, name: str) -> LabelMap:
         if name not in BUILTIN:
             raise DataError(f"unknown built-in label set {name!r}; choose from {sorted(BUILTIN)}")
         labels, no_rel = BUILTIN[name]
         return cls(labels, no_rel, name)
 
     @classmethod
-    def infer(cls, seen: Iterable[str], no_relation: str | None = "auto") -> "LabelMap":
+    def infer(cls, seen: Iterable[str], no_relation: str | None = "auto") -> LabelMap:
         """Pick the label map for a training set, deterministically.
 
         A subset of a built-in set keeps that set's full order (so submissions line up with the

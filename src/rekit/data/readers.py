@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from itertools import chain, islice
 from pathlib import Path
+from typing import TextIO
 
 from rekit.convert import coerce_fields
 from rekit.data.formats import community_csv, jsonl, klue_json, legacy_tsv
@@ -206,7 +207,7 @@ class RecordReader(Iterator[Record]):
         if detected.note:
             self._ctx.note(detected.note)
         self._records: Iterator[Record | Unreadable] | None = None
-        self._stream = None
+        self._stream: TextIO | None = None
 
     def __iter__(self) -> RecordReader:
         return self

@@ -34,7 +34,7 @@ class Record:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Record":
+    def from_dict(cls, d: dict) -> Record:
         return cls(
             id=str(d["id"]),
             sentence=d["sentence"],

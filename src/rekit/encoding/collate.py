@@ -71,7 +71,7 @@ class Collator:
             x = f.input_ids[i]
             ids[row, : len(x)] = torch.as_tensor(x)
             mask[row, : len(x)] = 1
-            if types is not None:
+            if types is not None and f.token_type_ids is not None:
                 types[row, : len(x)] = torch.as_tensor(f.token_type_ids[i])
         batch = {
             "input_ids": ids,

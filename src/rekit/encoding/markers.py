@@ -8,6 +8,7 @@ token index for the entity head.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rekit.data.schema import Entity, Record
@@ -81,7 +82,7 @@ def mark(record: Record, scheme: str) -> Marked:
     return Marked("".join(out), spans["S"], spans["O"])
 
 
-def new_tokens(scheme: str, types: list[str] | tuple[str, ...] = ()) -> list[str]:
+def new_tokens(scheme: str, types: Sequence[str] = ()) -> list[str]:
     """Tokens a tokenizer must learn for a scheme (punctuation schemes reuse existing tokens)."""
     if scheme == "entity_marker":
         return ["[E1]", "[/E1]", "[E2]", "[/E2]"]

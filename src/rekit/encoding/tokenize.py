@@ -34,7 +34,7 @@ class Features:
     def lengths(self) -> list[int]:
         return [len(x) for x in self.input_ids]
 
-    def subset(self, idx: Sequence[int]) -> "Features":
+    def subset(self, idx: Sequence[int]) -> Features:
         pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
         return Features(
             pick(self.input_ids),
@@ -85,12 +85,13 @@ class REEncoder:
                 ids = encs["input_ids"][j]
                 if len(ids) <= self.max_length:
                     view = _View(encs, j)
-                    sp, op = _token_at(view, marks[j].subj_char, int(has_first)), _token_at(view, marks[j].obj_char, int(has_first))
+                    sp = _token_at(view, marks[j].subj_char, int(has_first))
+                    op = _token_at(view, marks[j].obj_char, int(has_first))
                     types = encs["token_type_ids"][j] if "token_type_ids" in encs else None
                 else:
                     ids, types, sp, op = self._encode_long(firsts[j], marks[j], record)
                 feats.input_ids.append(list(ids))
-                if types is not None:
+                if types is not None and feats.token_type_ids is not None:
                     feats.token_type_ids.append(list(types))
                 feats.subj_pos.append(sp)
                 feats.obj_pos.append(op)
@@ -192,7 +193,7 @@ class _View:
 
 def _token_at(enc, char: int, seg: int) -> int:
     """Index of the first token of segment `seg` that ends after character `char`."""
-    for i, ((s, e), sid) in enumerate(zip(enc["offset_mapping"], enc.sequence_ids())):
+    for i, ((_s, e), sid) in enumerate(zip(enc["offset_mapping"], enc.sequence_ids())):
         if sid == seg and e > char:
             return i
     return 0  # the marker was cut away (only after a hard clip): fall back to [CLS]

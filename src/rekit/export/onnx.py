@@ -26,7 +26,8 @@ import torch
 from rekit.errors import RekitError
 from rekit.export.runtime import FORMAT, MANIFEST
 from rekit.io import atomic_write_text
-from rekit.modeling.model import LABELS_FILE, SPEC_FILE, REModel
+from rekit.modeling.model import REModel
+from rekit.rundir import LABELS_FILE, SPEC_FILE, model_dirs
 
 OPSET = 17
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -85,8 +86,6 @@ def quantize_int8(src: Path, dst: Path) -> None:
 def export_run(run: str | Path, output: str | Path, quantize: bool = False, overwrite: bool = False,
                dynamo: bool = False, echo=print) -> Path:
     """Export every fold model of `run` (a run or one fold directory) into `output`."""
-    from rekit.ensemble import model_dirs
-
     dirs = model_dirs(run)
     out = Path(output)
     if out.exists() and any(out.iterdir()) and not overwrite:
@@ -94,7 +93,8 @@ def export_run(run: str | Path, output: str | Path, quantize: bool = False, over
     _check_shared_files(dirs)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", suffix=".tmp", dir=out.parent if out.parent.exists() else None))
     try:
-        names, inputs = [], None
+        names: list[str] = []
+        inputs: list[str] = []
         for k, d in enumerate(dirs):
             model, tokenizer, _ = REModel.load(d, device="cpu")
             name = f"fold-{k}.onnx"

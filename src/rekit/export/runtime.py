@@ -37,7 +37,7 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def pad_batch(feats: Features, idx: Sequence[int], pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+def pad_batch(feats: Features, idx: Sequence[int] | np.ndarray, pad_id: int, names: Sequence[str]) -> dict[str, np.ndarray]:
     """The graph inputs for these examples, padded to the longest (int64, as exported)."""
     width = max(len(feats.input_ids[i]) for i in idx)
     ids = np.full((len(idx), width), pad_id, dtype=np.int64)

@@ -6,15 +6,18 @@ import contextlib
 import os
 import socket
 from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlparse
 
 import torch
 
-from rekit.config import ModelConfig, TrainConfig
+from rekit.config import ModelConfig, TrainConfig, parse_augments
 from rekit.data.labels import LabelMap
 from rekit.encoding.markers import new_tokens
 from rekit.errors import RekitError
 from rekit.modeling import scratch
+from rekit.modeling.losses import make_loss
+from rekit.modeling.masking import install_token_masking
 from rekit.modeling.model import ModelSpec, REModel
 from rekit.modeling.source import check_model_source
 
@@ -31,7 +34,7 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _from_pretrained(loader, name: str, **kw):
+def from_pretrained(loader, name: str, **kw):
     """Local directory or cache first; the hub only if it answers; one clear line otherwise."""
     try:
         return loader.from_pretrained(name, local_files_only=True, **kw)
@@ -56,7 +59,7 @@ def check_backbone(cfg: ModelConfig) -> None:
     if cfg.model != "scratch":
         from transformers import AutoConfig
 
-        _from_pretrained(AutoConfig, cfg.model, trust_remote_code=cfg.trust_remote_code)
+        from_pretrained(AutoConfig, cfg.model, trust_remote_code=cfg.trust_remote_code)
 
 
 @contextlib.contextmanager
@@ -78,7 +81,7 @@ def load_tokenizer(cfg: ModelConfig, train_texts: Sequence[str], entity_types: S
         return scratch.train_tokenizer(train_texts, cfg.scratch_vocab_size, extra, kind=cfg.scratch_tokenizer)
     from transformers import AutoTokenizer
 
-    tok = _from_pretrained(AutoTokenizer, cfg.model, trust_remote_code=cfg.trust_remote_code)
+    tok = from_pretrained(AutoTokenizer, cfg.model, trust_remote_code=cfg.trust_remote_code)
     if extra:
         tok.add_special_tokens({"additional_special_tokens": extra})
     return tok
@@ -97,27 +100,23 @@ def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothin
         config = scratch.encoder_config(cfg.scratch_size, len(tokenizer), max(512, cfg.max_length), cfg.dropout)
         encoder = AutoModel.from_config(config)
     else:
-        kw = {"trust_remote_code": cfg.trust_remote_code}
+        kw: dict[str, Any] = {"trust_remote_code": cfg.trust_remote_code}
         if cfg.dropout is not None:
             kw.update(hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout)
-        config = _from_pretrained(AutoConfig, cfg.model, **kw)
+        config = from_pretrained(AutoConfig, cfg.model, **kw)
         if getattr(config, "is_encoder_decoder", False):
             raise RekitError(f"{cfg.model} is an encoder-decoder model; rekit needs an encoder (BERT, RoBERTa, ELECTRA, ...)")
         # An encoder saved with an MLM head (e.g. by `rekit pretrain`) has head weights the bare encoder
         # does not use, and no pooler (rekit's heads do not use it): transformers' load report about
         # those would only alarm, so it is silenced for this one call.
         with _quiet_transformers():
-            encoder = _from_pretrained(AutoModel, cfg.model, config=config, trust_remote_code=cfg.trust_remote_code)
+            encoder = from_pretrained(AutoModel, cfg.model, config=config, trust_remote_code=cfg.trust_remote_code)
         if len(tokenizer) > encoder.get_input_embeddings().num_embeddings:
             encoder.resize_token_embeddings(len(tokenizer))
     dropout = cfg.dropout if cfg.dropout is not None else float(getattr(encoder.config, "hidden_dropout_prob", 0.1))
     spec = ModelSpec(cfg.head, len(label_map), cfg.marker, cfg.first_segment, cfg.max_length, dropout)
     model = REModel(encoder, spec, label_smoothing)
     if train is not None:
-        from rekit.data.augment import parse_augments
-        from rekit.training.augmentation import install_token_masking
-        from rekit.training.losses import make_loss
-
         model.loss_fn = make_loss(train.loss, train.label_smoothing, train.focal_gamma)
         if "mask" in parse_augments(train.augment):
             install_token_masking(model, tokenizer, train.token_mask_prob)

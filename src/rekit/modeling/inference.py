@@ -42,7 +42,7 @@ def predict_proba(model, feats: Features, pad_id: int, batch_size: int, device: 
             except torch.cuda.OutOfMemoryError:
                 probs = None  # handled below, outside `except`: the exception's frames pin the activations
             if probs is None:
-                batch = logits = None
+                batch = logits = None  # type: ignore[assignment]  # dropped so the OOM'd batch can be freed
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if len(idx) == 1:

@@ -13,11 +13,10 @@ from pathlib import Path
 
 from rekit.data.labels import LabelMap
 from rekit.errors import RekitError
+from rekit.rundir import LABELS_FILE, SPEC_FILE, WEIGHTS_FILE, weight_files
+from rekit.rundir import MODEL_CONFIG_FILE as CONFIG_FILE
 
-SPEC_FILE, LABELS_FILE, CONFIG_FILE = "rekit.json", "labels.json", "config.json"
 UNSAFE_WEIGHT_FILES = ("pytorch_model.bin", "model.bin", "pytorch_model.bin.index.json", "model.pt", "model.pth")
-# safetensors files of a fold directory that are not model weights.
-NOT_WEIGHTS = ("oof.safetensors",)
 _DTYPE_BYTES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
@@ -25,12 +24,6 @@ _MAX_HEADER = 100 * 1024 * 1024  # safetensors' own limit
 
 class ModelFileError(RekitError):
     """A model or run file that is missing, truncated or inconsistent."""
-
-
-def weight_files(d: Path) -> list[Path]:
-    """The safetensors weight files of a model directory (training state and OOF files excluded)."""
-    return sorted(p for p in Path(d).glob("*.safetensors")
-                  if p.name not in NOT_WEIGHTS and not p.name.startswith(("train_state", ".")))
 
 
 def safetensors_header(path: Path) -> dict[str, dict]:
@@ -109,10 +102,10 @@ def check_model_dir(d: str | Path) -> LabelMap:
         raise ModelFileError(f"{d / SPEC_FILE} says n_labels {n_labels} but {d / LABELS_FILE} lists "
                              f"{len(label_map)} labels; the two files do not belong together")
     files = weight_files(d)
-    if not files:
+    if not (d / WEIGHTS_FILE).is_file():  # the encoder; head.safetensors alone is not a model
         unsafe = [n for n in UNSAFE_WEIGHT_FILES if (d / n).exists()]
-        why = (f"only {unsafe[0]} (pickle), which rekit never loads" if unsafe else "none")
-        raise ModelFileError(f"{d}: no safetensors weights ({why})")
+        why = f" (only {unsafe[0]}, a pickle, which rekit never loads)" if unsafe else ""
+        raise ModelFileError(f"{d} is not a rekit model directory: {WEIGHTS_FILE} is missing{why}")
     out = _output_size({p: safetensors_header(p) for p in files})
     if out is not None and out[1] != len(label_map):
         raise ModelFileError(f"{out[0]}: the classifier has {out[1]} outputs but {d / LABELS_FILE} lists "

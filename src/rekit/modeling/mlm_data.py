@@ -47,7 +47,7 @@ class MLMCorpus:
     def lengths(self) -> list[int]:
         return [len(x) for x in self.input_ids]
 
-    def subset(self, idx: Sequence[int]) -> "MLMCorpus":
+    def subset(self, idx: Sequence[int]) -> MLMCorpus:
         return MLMCorpus([self.input_ids[i] for i in idx], [self.word_ids[i] for i in idx])
 
     def n_tokens(self) -> int:

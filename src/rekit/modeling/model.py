@@ -18,6 +18,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -26,9 +27,10 @@ from rekit.data.labels import LabelMap
 from rekit.errors import RekitError
 from rekit.io import atomic_path, atomic_write_text
 from rekit.modeling.heads import HEADS
+from rekit.rundir import HEAD_FILE, LABELS_FILE, SPEC_FILE, WEIGHTS_FILE
 
-SPEC_FILE, WEIGHTS_FILE, LABELS_FILE = "rekit.json", "model.safetensors", "labels.json"
-HEAD_FILE = "head.safetensors"
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -44,12 +46,12 @@ class ModelSpec:
     entity_types: list[str] | None = None  # the types seen in training (None: saved before rekit knew them)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelSpec":
+    def from_dict(cls, d: dict) -> ModelSpec:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 class REModel(nn.Module):
-    def __init__(self, encoder: nn.Module, spec: ModelSpec, label_smoothing: float = 0.0):
+    def __init__(self, encoder: PreTrainedModel, spec: ModelSpec, label_smoothing: float = 0.0):
         super().__init__()
         self.encoder = encoder
         # The heads read hidden states, never the backbone's pooler: freeze it so it gets no

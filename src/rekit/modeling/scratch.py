@@ -12,9 +12,11 @@ or run it):
 
 from __future__ import annotations
 
+import itertools
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
@@ -35,7 +37,7 @@ SIZES = {
 }
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: list[str] = (), kind: str = "wordpiece"):
+def train_tokenizer(texts: Iterable[str], vocab_size: int, extra_special: Sequence[str] = (), kind: str = "wordpiece"):
     """Train a BERT-style tokenizer (`kind`: wordpiece or morpheme) as a transformers fast tokenizer."""
     from transformers import PreTrainedTokenizerFast
 
@@ -97,7 +99,7 @@ def encoder_config(size: str, vocab_size: int, max_positions: int = 512, dropout
     from transformers import BertConfig
 
     layers, hidden, heads, inter = SIZES[size]
-    kw = {}
+    kw: dict[str, Any] = {}
     if dropout is not None:
         kw = {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
     return BertConfig(
@@ -126,10 +128,10 @@ def morpheme_pieces(texts: Sequence[str]) -> Counter:
     texts = [unicodedata.normalize("NFC", t) for t in texts]
     for text, tokens in zip(texts, kiwi.tokenize(texts)):
         cuts = {t.start for t in tokens} | {t.start + t.len for t in tokens}
-        for word, (start, end) in pre.pre_tokenize_str(text):
+        for _word, (start, end) in pre.pre_tokenize_str(text):
             inner = sorted(c for c in cuts if start < c < end)
             bounds = [start, *inner, end]
-            for i, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            for i, (a, b) in enumerate(itertools.pairwise(bounds)):
                 counts[("##" if i else "") + text[a:b]] += 1
     return counts
 
@@ -141,7 +143,7 @@ def morpheme_vocab(texts: Sequence[str], vocab_size: int, min_frequency: int = 2
     chars: Counter = Counter()
     for piece, c in pieces.items():
         body = piece[2:] if piece.startswith("##") else piece
-        for i, ch in enumerate(body):
+        for _i, ch in enumerate(body):
             chars[ch] += c
     vocab: list[str] = list(SPECIAL)
     seen = set(vocab)

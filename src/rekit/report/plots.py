@@ -11,6 +11,7 @@ import contextlib
 import io
 import warnings
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.ticker import MaxNLocator
@@ -35,11 +36,12 @@ def _style() -> Iterator[None]:
     import matplotlib
 
     cjk = _cjk_font()
-    rc = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
+    rc: dict[str, Any] = {"font.size": 9, "axes.grid": True, "grid.alpha": 0.3, "axes.spines.top": False,
           "axes.spines.right": False}
     if cjk:
         rc["font.family"] = [cjk, "DejaVu Sans"]
-    with matplotlib.rc_context(rc), warnings.catch_warnings():
+    # matplotlib's stubs accept only literal rc keys, not a dict built at run time
+    with matplotlib.rc_context(rc), warnings.catch_warnings():  # type: ignore[arg-type]
         warnings.filterwarnings("ignore", message="Glyph .* missing")
         yield
 
@@ -88,7 +90,7 @@ def confusion_heatmap(gold: np.ndarray, pred: np.ndarray, labels: Sequence[str])
     keep = np.flatnonzero(cm.sum(0) + cm.sum(1) > 0)
     cm = cm[np.ix_(keep, keep)]
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    names = [labels[i] for i in keep]
+    names = [labels[int(i)] for i in keep]
     n = len(names)
     with _style():
         side = min(14.0, max(5.0, 0.38 * n + 3))

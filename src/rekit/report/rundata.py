@@ -7,7 +7,6 @@ what there is instead of failing.
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +15,7 @@ import numpy as np
 import yaml
 
 from rekit.errors import ConfigError
+from rekit.rundir import OOF_CSV, oof_rows
 
 
 def _json(path: Path):
@@ -135,19 +135,18 @@ class OOF:
 
 def load_oof(run: RunData) -> OOF | None:
     """The held-out rows of oof.csv (rows never held out, fold -1, are left out); None without it."""
-    path = run.dir / "oof.csv"
+    path = run.dir / OOF_CSV
     if not path.is_file() or not run.labels:
         return None
     index = {label: i for i, label in enumerate(run.labels)}
     ids, folds, gold, probs = [], [], [], []
-    with open(path, encoding="utf-8", newline="") as f:
-        for row in csv.DictReader(f):
-            if int(row["fold"]) < 0 or not row["probs"] or row["label"] not in index:
-                continue
-            ids.append(row["id"])
-            folds.append(int(row["fold"]))
-            gold.append(index[row["label"]])
-            probs.append(json.loads(row["probs"]))
+    for id_, fold, label, p in oof_rows(path):
+        if fold < 0 or p is None or label not in index:
+            continue
+        ids.append(id_)
+        folds.append(fold)
+        gold.append(index[label])
+        probs.append(p)
     if not ids:
         return None
     return OOF(ids, np.asarray(folds), np.asarray(gold), np.asarray(probs, dtype=np.float64))

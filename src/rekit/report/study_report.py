@@ -68,7 +68,7 @@ def build_study_report(path: str | Path, storage: str | None = None) -> str:
     if importances:
         page.image(plots.param_importances(importances), "parameter importances")
     else:
-        page.note(why)
+        page.note(why or "")
 
     curves = {t.number: sorted(t.intermediate_values.items()) for t in trials if t.intermediate_values}
     if curves:

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from rekit.data.schema import Entity, Record
+from rekit.rundir import model_dirs
 
 
 class ServedModel:
@@ -67,8 +68,6 @@ def check_path(path: str | Path) -> None:
 
     if (Path(path) / ONNX_MANIFEST).is_file():
         return
-    from rekit.ensemble import model_dirs
-
     model_dirs(path)
 
 

@@ -144,6 +144,12 @@ def saved_step(fold_dir: Path) -> int | None:
     return None if record is None else int(record["step"])
 
 
+def check_resumable(run: Path) -> None:
+    """Before a resume does any work: every fold's saved training state is readable."""
+    for d in sorted(run.glob("fold-*")):
+        saved_step(d)
+
+
 def load_state(fold_dir: Path) -> dict | None:
     """The state saved by `save_state` (tensors on the CPU), or None if the fold has none."""
     from safetensors import SafetensorError

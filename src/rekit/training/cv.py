@@ -15,13 +15,15 @@ from __future__ import annotations
 import gc
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
 
-from rekit import lock
+from rekit import lock, rundir
 from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
@@ -32,14 +34,13 @@ from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
 from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
-from rekit.modeling.model import SPEC_FILE
+from rekit.rundir import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
-from rekit.training import checkpoint, distributed, rundir
+from rekit.training import checkpoint, distributed
 from rekit.training.augmentation import training_features
 from rekit.training.folds import make_folds
 from rekit.training.loop import MetricsLog, fit
-
 
 READ_REPORT = "read_report.json"  # every repaired or skipped training row, in the run directory
 
@@ -90,9 +91,18 @@ def _checked_records(records: list[Record], cfg: RunConfig) -> list[Record]:
     return list(records[:limit]) if limit is not None else list(records)
 
 
+
+def gold_labels(records: Sequence[Record]) -> list[str]:
+    """The training records' labels (every one has a label: the readers refuse unlabeled training rows)."""
+    labels = [r.label for r in records]
+    if None in labels:
+        raise DataError(f"training row {records[labels.index(None)].id!r} has no label")
+    return cast("list[str]", labels)
+
+
 def resolve_label_map(cfg: RunConfig, labels: list[str]) -> LabelMap:
-    spec, no_rel = cfg.data.labels, cfg.data.no_relation_label
-    no_rel = None if no_rel == "none" else no_rel
+    spec = cfg.data.labels
+    no_rel = None if cfg.data.no_relation_label == "none" else cfg.data.no_relation_label
     if spec == "auto":
         try:
             return LabelMap.infer(labels, no_rel)
@@ -143,14 +153,14 @@ def _open_run(cfg: RunConfig, resume: bool, echo, given: list[Record] | None) ->
     t = cfg.train
     if resume:
         run = rundir.reopen(t.output)
-        rundir.check_resumable(run)  # a damaged train_state.json fails now, not after encoding
+        checkpoint.check_resumable(run)  # a damaged train_state.json fails now, not after encoding
         return run, None
     # Read before --overwrite removes anything: a training file that cannot be read, or a
     # mistyped --model, leaves an existing run as it was and creates no new one.
     rundir.check_new(t.output, t.overwrite)
     check_backbone(cfg.model)
     records, read_report = (_checked_records(given, cfg), None) if given is not None else read_training_file(cfg, echo)
-    resolve_label_map(cfg, [r.label for r in records])  # a label-set mistake fails before the run directory exists
+    resolve_label_map(cfg, gold_labels(records))  # a label-set mistake fails before the run directory exists
     run = rundir.create(t.output, t.overwrite)
     if read_report is not None:
         save_read_report(read_report, run)
@@ -182,7 +192,7 @@ def _train_main(cfg: RunConfig, echo, callbacks, resume: bool, tracker, dist, de
     except RekitError as e:
         rundir.write_state(run, "failed", reason=str(e))
         raise
-    except Exception as e:  # noqa: BLE001 - record why, then let the traceback through
+    except Exception as e:
         rundir.write_state(run, "failed", reason=f"{type(e).__name__}: {e}")
         raise
     finally:
@@ -194,6 +204,7 @@ def _train_worker(cfg: RunConfig, dist, device_name: str, echo, callbacks, resum
     """A non-main torchrun process: its folds (or its share of every fold), no run-level files. In
     fold-parallel mode it reports its own folds; under DDP the main process speaks for all."""
     dist.barrier()  # wait for the main process to create (or reopen) the run directory
+    assert cfg.train.output is not None  # the main process created the run directory there
     try:
         return _train(cfg, Path(cfg.train.output), echo if dist.mode == "folds" else quiet, callbacks, resume,
                       dist, device_name)
@@ -265,7 +276,7 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
         records, read_report = read_training_file(cfg, say)
         if dist.is_main:
             save_read_report(read_report, run)
-    label_map = resolve_label_map(cfg, [r.label for r in records])
+    label_map = resolve_label_map(cfg, gold_labels(records))
     if resume and (run / "labels.json").is_file() and LabelMap.load(run / "labels.json").labels != label_map.labels:
         raise ConfigError(f"the label set no longer matches {run / 'labels.json'}; start a new run")
     if dist.is_main:
@@ -278,7 +289,7 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
     feats = encoder.encode(records, label_map)
     say(f"encoded {len(feats):,} examples ({m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
 
-    folds = make_folds([r.label for r in records], t.folds, t.split, t.valid_ratio, t.seed)
+    folds = make_folds(gold_labels(records), t.folds, t.split, t.valid_ratio, t.seed)
     if folds.rare:
         say(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
              f"and are never validated: {', '.join(f'{k} ({v})' for k, v in folds.rare.items())}")
@@ -356,7 +367,7 @@ def finalize(run: Path, records: list[Record], label_map: LabelMap, extra: dict,
         if r.get("nonfinite"):
             echo(f"warning: fold {r['fold'] + 1} {r['stopped']}")
     held = fold_of >= 0
-    y = np.asarray([label_map.label2id[r.label] for r in records])
+    y = np.asarray([label_map.label2id[label] for label in gold_labels(records)])
     cv = evaluate(y[held], oof[held], label_map) if held.any() else {}
     per_class = per_class_report(y[held], oof[held].argmax(1), label_map) if held.any() else []
     rundir.write_oof(run / "oof.csv", records, fold_of, oof, label_map)

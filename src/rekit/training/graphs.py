@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -89,7 +90,7 @@ class StepGraphs:
         self.stream = stream  # where steps run and are captured (DDP); None: warm up on a side stream
         self.graphs: dict[tuple, _Graph] = {}
         self.pending: set[tuple] = set()  # shapes seen once: captured when seen again
-        self.pool = None
+        self.pool: Any = None  # the graphs' shared memory pool, from the first capture
         self.capture_seconds = 0.0
         self.replays = 0
         self.eager_steps = 0

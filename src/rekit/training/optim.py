@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -11,7 +12,8 @@ from rekit.config import TrainConfig
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """Weight decay on matrices only: biases and normalisation weights (1-D) are not decayed."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for p in model.parameters():
         if p.requires_grad:
             (decay if p.ndim >= 2 else no_decay).append(p)
@@ -50,7 +52,7 @@ def total_norm(grads: list[torch.Tensor]) -> torch.Tensor:
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g).float() for g in grads]))
 
 
-def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], max_grad_norm: float) -> None:
+def clip_and_step(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor], max_grad_norm: float) -> None:
     """Clip the gradients' global norm to max_grad_norm (as clip_grad_norm_ does), then step.
 
     With a fused optimizer the clipping factor goes into the step itself: fused Adam/AdamW divide
@@ -68,11 +70,13 @@ def clip_and_step(optimizer: torch.optim.Optimizer, params: list[torch.Tensor], 
     grads = [q.grad for q in params if q.grad is not None]
     norm = total_norm(grads).float()
     # clip_grad_norm_ multiplies by min(1, max / (norm + 1e-6)); dividing by its inverse is the same.
-    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_grad_norm, min=1.0)
+    # Fused Adam/AdamW divide the gradients by the optimizer's `grad_scale` attribute when it is set
+    # (torch's own, untyped, protocol: GradScaler sets it the same way).
+    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_grad_norm, min=1.0)  # type: ignore[attr-defined]
     try:
         optimizer.step()
     finally:
-        del optimizer.grad_scale
+        del optimizer.grad_scale  # type: ignore[attr-defined]
 
 
 def apply_update(model: torch.nn.Module, optimizer: torch.optim.Optimizer, scaler, max_grad_norm: float) -> None:

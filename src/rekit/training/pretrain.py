@@ -9,9 +9,10 @@ and `AutoModel.from_pretrained(DIR)` load.
 
 Training runs on the same engine as fine-tuning (engine.py; the pretraining specifics are in
 mlm.py): bucketed batches, dynamic masking, AdamW with rekit's warmup + decay schedule, bf16
-autocast on CUDA, a resumable state, Ctrl-C handling and an atomic final save. Eager steps compute vocabulary logits only at the masked
-positions; on CUDA most steps are CUDA graph replays (training/graphs.py), which compute them at
-every position instead, so that a step's shapes depend on the batch shape only.
+autocast on CUDA, a resumable state, Ctrl-C handling and an atomic final save. Eager steps compute
+vocabulary logits only at the masked positions; on CUDA most steps are CUDA graph replays
+(training/graphs.py), which compute them at every position instead, so that a step's shapes depend
+on the batch shape only.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ import os
 import socket
 from collections import defaultdict
 
+from rekit import rundir
 from rekit.errors import ConfigError, RekitError
-from rekit.training import rundir
 from rekit.tuning.space import sample
 from rekit.tuning.study import Study, format_params, trial_config
 

@@ -51,7 +51,7 @@ def recover_dead(study: Study, ost, dead_pids: set[int] | None = None) -> list[i
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
-    from rekit.training import rundir
+    from rekit import rundir
 
     host, storage, recovered = socket.gethostname(), ost._storage, []
     retry = retry_callback(study.settings.retries)

@@ -58,6 +58,7 @@ class Param:
     def suggest(self, trial) -> Any:
         if self.type == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
+        assert self.low is not None and self.high is not None  # a range's ends are checked when it is parsed
         if self.type == "int":
             return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
@@ -66,6 +67,7 @@ class Param:
         """Values to validate up front: every choice, or both ends of a range."""
         if self.type == "categorical":
             return list(self.choices)
+        assert self.low is not None and self.high is not None
         return [int(self.low), int(self.high)] if self.type == "int" else [self.low, self.high]
 
     def describe(self) -> str:

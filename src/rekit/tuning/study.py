@@ -135,7 +135,8 @@ def prepare(config: str | None, base_flags: dict, tune_flags: dict, echo=print) 
         tune_dict = {**meta["settings"], "storage": stored_url(meta, study_dir, (tune_flags or {}).get("storage"))}
     if not tune_dict.get("space"):
         tune_dict = {**tune_dict, "space": default_space(cfg.model.model)}
-        echo("no tune.space given: searching the default space (saved with the study; a tune.space section in --config replaces it)")
+        echo("no tune.space given: searching the default space (saved with the study; a tune.space section in "
+             "--config replaces it)")
     if cfg.data.train:
         check_file(Path(cfg.data.train))  # a mistyped path: no study directory, no trial started
     base = dataclasses.replace(cfg.train, output=str(study_dir), overwrite=False)

@@ -80,7 +80,7 @@ def run_trials(study: Study, index: int = 0, progress: bool = True, echo=print, 
         finished = []
         try:
             ost.optimize(objective, n_trials=1, catch=(TrialFailed,), gc_after_trial=True,
-                         callbacks=[lambda _s, t: finished.append(t)])
+                         callbacks=[lambda _s, t: finished.append(t)])  # noqa: B023 (called within this iteration)
         except (optuna.exceptions.UpdateFinishedTrialError, ValueError) as e:
             if isinstance(e, RekitError) or not finished_elsewhere(e):
                 raise

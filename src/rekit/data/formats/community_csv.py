@@ -109,6 +109,8 @@ def _build(rec: list[str], row: int, header: list[str], cols: dict[str, int | No
         raise RowProblem("empty sentence")
     subject = _entity(rec, cols["subject"], header, ekeys, "subject")  # type: ignore[arg-type]
     obj = _entity(rec, cols["object"], header, ekeys, "object")  # type: ignore[arg-type]
+    label: str | None
+    unlabeled: str | None
     if cols["label"] is None:
         label, unlabeled = None, "no label column"
     else:

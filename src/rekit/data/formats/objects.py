@@ -58,6 +58,8 @@ class ObjectRows:
             raise RowProblem("empty sentence")
         subject = self._entity(obj[names["subject"]], "subject")
         obj_entity = self._entity(obj[names["object"]], "object")
+        label: str | None
+        unlabeled: str | None
         if label_key is None:
             label, unlabeled = None, "no label key"
         else:

@@ -77,7 +77,8 @@ def iter_lines(path: Path, encoding: str) -> Iterator[str]:
             for line_no, line in enumerate(f, 1):
                 yield line.lstrip("\ufeff") if line_no == 1 else line
     except UnicodeError as e:
-        raise DataError(f"not valid {encoding} text near line {line_no + 1} ({e.reason}); {_HINT}", path=str(path)) from None
+        why = getattr(e, "reason", e)  # a decoding error says why; other UnicodeErrors are their own message
+        raise DataError(f"not valid {encoding} text near line {line_no + 1} ({why}); {_HINT}", path=str(path)) from None
 
 
 def _iter_utf8(path: Path) -> Iterator[str]:

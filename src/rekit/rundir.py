@@ -1,4 +1,5 @@
-"""The run directory on disk: creation, state, per-fold results, out-of-fold file.
+"""The run directory on disk, read and written here only: creation, state, per-fold results, the
+out-of-fold file, which fold models count, and the file names of a saved model. Torch-free.
 
 Every file is written atomically (rekit.io), except metrics.jsonl, which is appended one line at
 a time; a resumed run drops its torn last line and the rows of the replayed steps (`prune_metrics`).
@@ -12,6 +13,7 @@ import io
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,13 @@ from rekit.errors import ConfigError, RekitError
 from rekit.io import atomic_path, atomic_write_text
 
 STATE, RESULT, FOLD_OOF = "state.json", "result.json", "oof.safetensors"
-CONFIG, METRICS = "config.yaml", "metrics.jsonl"
+CONFIG, METRICS, OOF_CSV = "config.yaml", "metrics.jsonl", "oof.csv"
+# A saved model directory (a fold-k/ of a run, or a model directory on its own): REModel.save writes
+# these; modeling/integrity.py checks them without torch.
+SPEC_FILE, WEIGHTS_FILE, HEAD_FILE = "rekit.json", "model.safetensors", "head.safetensors"
+LABELS_FILE, MODEL_CONFIG_FILE = "labels.json", "config.json"
+# safetensors files of a fold directory that are not model weights.
+NOT_WEIGHTS = (FOLD_OOF,)
 # Facts about the run itself, carried over from one state.json to the next.
 _KEPT = ("started", "data_sha256", "resumed")
 
@@ -113,13 +121,18 @@ def fold_dirs(run: Path) -> list[Path]:
 
 
 # A fold model is complete when REModel.save wrote its last file (rekit.json) after these.
-MODEL_FILES = ("config.json", "labels.json", "rekit.json")
+MODEL_FILES = (MODEL_CONFIG_FILE, LABELS_FILE, SPEC_FILE)
 
 
 def model_complete(fold_dir: Path) -> bool:
     """The fold directory holds a whole saved model: config, labels, spec and safetensors weights."""
-    weights = [p for p in fold_dir.glob("*.safetensors") if p.name != FOLD_OOF and not p.name.startswith("train_state")]
-    return bool(weights) and all((fold_dir / name).is_file() for name in MODEL_FILES)
+    return bool(weight_files(fold_dir)) and all((fold_dir / name).is_file() for name in MODEL_FILES)
+
+
+def weight_files(d: Path) -> list[Path]:
+    """The safetensors weight files of a model directory (training state and OOF files excluded)."""
+    return sorted(p for p in Path(d).glob("*.safetensors")
+                  if p.name not in NOT_WEIGHTS and not p.name.startswith(("train_state", ".")))
 
 
 def finished_folds(run: Path) -> list[int]:
@@ -153,14 +166,6 @@ def expected_folds(run: Path) -> int | None:
     return folds
 
 
-def check_resumable(run: Path) -> None:
-    """Before a resume does any work: every fold's saved training state is readable."""
-    from rekit.training.checkpoint import saved_step
-
-    for d in sorted(run.glob("fold-*")):
-        saved_step(d)
-
-
 def file_digest(path: str | Path) -> str:
     """sha256 of a file, so a resumed run can tell that its training data changed."""
     h = hashlib.sha256()
@@ -188,7 +193,7 @@ def prune_metrics(run: Path, keep_until: dict[int, int | None]) -> int:
         except (ValueError, KeyError, TypeError):
             dropped += 1
             continue
-        if fold in keep_until and (keep_until[fold] is None or step > keep_until[fold]):
+        if fold in keep_until and ((limit := keep_until[fold]) is None or step > limit):
             dropped += 1
             continue
         kept.append(line)
@@ -223,3 +228,75 @@ def write_oof(path: Path, records: list[Record], fold_of: np.ndarray, oof: np.nd
         else:
             w.writerow([r.id, int(k), r.label, label_map.labels[int(np.argmax(p))], probs_cell(p)])
     atomic_write_text(path, buf.getvalue())
+
+
+# -- reading a finished run: the fold models that count, the out-of-fold predictions ----------
+def model_dirs(run_dir: str | Path, allow_partial: bool = False, echo=None) -> list[Path]:
+    """The fold model directories of a run that count: finished folds only (result.json and a
+    complete model). A run with unfinished folds is refused unless `allow_partial`; then `echo`
+    (if given) is told which folds are used. A single model directory is returned as it is."""
+    run = Path(run_dir)
+    if (run / SPEC_FILE).is_file() and weight_files(run):  # a single model directory works too
+        return [run]
+    started = sorted(int(d.name[5:]) for d in run.glob("fold-*") if d.name[5:].isdigit())
+    if not (run / CONFIG).is_file() and not (run / STATE).is_file():
+        # Not made by `rekit train` (fold model directories put together by hand): no notion of
+        # finished folds; every complete model counts.
+        done = [k for k in started if model_complete(run / f"fold-{k}")]
+        expected = len(done)
+    else:
+        done, expected = finished_folds(run), expected_folds(run) or 0
+        expected = max([expected, *(k + 1 for k in started)])
+    if not done:
+        raise RekitError(f"{run} holds no trained models (no finished fold-*/ with result.json and {WEIGHTS_FILE}); "
+                         "is it a finished rekit run?")
+    missing = [k for k in range(expected) if k not in done]
+    if missing and not allow_partial:
+        status = read_state(run).get("status", "unknown")
+        raise RekitError(f"{run} is unfinished (status {status}): {_folds(missing)} not finished, only "
+                         f"{_folds(done)}; finish it with `rekit train --resume {run}`, or pass --allow-partial "
+                         "to predict with the finished folds only")
+    if missing and echo is not None:
+        echo(f"--allow-partial: {run}: using {len(done)} of {expected} folds ({_folds(done)}); "
+             f"{_folds(missing)} not finished")
+    return [run / f"fold-{k}" for k in done]
+
+
+def _folds(ks: Sequence[int]) -> str:
+    """Fold directory names, as on disk."""
+    return ", ".join(f"fold-{k}" for k in ks)
+
+
+def run_root(path: str | Path) -> Path:
+    """The run directory of a run or of one of its fold models (where oof.csv lives)."""
+    p = Path(path)
+    for d in (p, p.parent):
+        if (d / OOF_CSV).is_file():
+            return d
+    raise RekitError(f"{p}: no oof.csv here or in its parent; out-of-fold predictions come from a finished `rekit train` run")
+
+
+def oof_rows(path: Path) -> list[tuple[str, int, str, list[float] | None]]:
+    """Every row of an oof.csv (see `write_oof`): (id, fold, gold label, probs); probs is None for
+    a row never held out (fold -1)."""
+    rows = []
+    with open(path, newline="", encoding="utf-8") as f:
+        for n, row in enumerate(csv.DictReader(f), start=2):
+            try:
+                rows.append((row["id"], int(row["fold"]), row["label"], json.loads(row["probs"]) if row["probs"] else None))
+            except (KeyError, TypeError, ValueError) as e:
+                raise RekitError(f"{path}: line {n}: not an out-of-fold row written by rekit ({e})") from None
+    return rows
+
+
+def read_oof(run_dir: str | Path, label_map: LabelMap) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """-> (ids, label ids (N,), probs (N, C)) of a run's oof.csv; rows never held out (fold -1) have NaN probs."""
+    path = run_root(run_dir) / OOF_CSV
+    ids, ys, probs = [], [], []
+    for id_, _, label, p in oof_rows(path):
+        if label not in label_map.label2id:
+            raise RekitError(f"{path}: label {label!r} is not in the model's label map")
+        ids.append(id_)
+        ys.append(label_map.label2id[label])
+        probs.append(p if p is not None else [float("nan")] * len(label_map))
+    return ids, np.asarray(ys, dtype=np.int64), np.asarray(probs, dtype=np.float64).reshape(len(ids), len(label_map))

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-LOSSES = ("ce", "focal")
+from rekit.config import LOSSES
 
 
 class FocalLoss(nn.Module):

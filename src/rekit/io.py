@@ -101,30 +101,3 @@ def check_output(path: str | Path, flag: str = "--output", need_bytes: int = 0) 
         raise OutputError(errno.ENOSPC, f"{flag} {path}: {free:,} bytes free in {parent}, about "
                           f"{need_bytes:,} needed; free some space or write elsewhere")
     return path
-
-
-def staging_dir(target: str | Path) -> Path:
-    """A fresh, empty folder beside `target` to build its replacement in (see `replace_dir`)."""
-    import shutil
-
-    target = Path(target)
-    work = target.parent / f".{target.name}.new.tmp"
-    if work.exists():  # left by a killed earlier attempt (callers hold the target's lock)
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    return work
-
-
-def replace_dir(new: str | Path, target: str | Path) -> None:
-    """Put the finished folder `new` in place of `target` with two renames: `target` is whole
-    (old or new) at every instant but the one between them, and the old one is removed last."""
-    import shutil
-
-    new, target = Path(new), Path(target)
-    old = target.parent / f".{target.name}.old.tmp"
-    if old.exists():
-        shutil.rmtree(old)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)

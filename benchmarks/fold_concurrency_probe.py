@@ -12,6 +12,12 @@ AdamW) captured once per copy as a CUDA graph at a fixed shape, then replayed:
 - `stacked`:    one model whose every weight has a leading fold axis (torch.func's
                 stack_module_state + vmap over functional_call): each GEMM covers all K copies at
                 once (batched), one fused AdamW updates all copies; one graph for the K steps.
+- `bmm`:        the same idea without vmap (benchmarks/stacking.py):
+                swaps every Linear/LayerNorm/Embedding for a stacked one (batched matmuls over the
+                fold axis), the K batches run as one batch of K x B rows, per-fold losses and
+                per-fold gradient clipping, one fused AdamW; one graph for the K steps.
+- `wide`:       not K folds: ONE copy at batch K x B, the ceiling of what batching the K steps into
+                larger kernels could give (same GEMM sizes as `bmm`, none of its overheads).
 
 Reports aggregate samples/s (K x batch x steps / wall seconds) and peak memory per system.
 
@@ -127,10 +133,47 @@ class Stacked:
     replay = Copy.replay
 
 
-def run_stacked(shape: str, k: int, batch: int, length: int, steps: int, warmup: int) -> dict:
+class Bmm:
+    """K copies stacked by rekit.training.stacking (see the module docstring)."""
+
+    def __init__(self, shape: str, k: int, batch: int, length: int, device: torch.device):
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import stacking
+
+        copies = [Copy(shape, batch, length, device, seed=i) for i in range(k)]
+        self.k, self.stacking = k, stacking
+        self.model = stacking.stack([torch.nn.ModuleDict({"encoder": c.encoder, "head": c.head}) for c in copies])
+        stacking.set_rows(self.model, batch)
+        self.ids = torch.cat([c.ids for c in copies])
+        self.mask = torch.ones_like(self.ids)
+        self.labels = torch.cat([c.labels for c in copies])
+        del copies
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.params, lr=torch.tensor(1e-5, device=device), fused=True, capturable=True)
+        self.stream = torch.cuda.Stream(device)
+        self.graph = torch.cuda.CUDAGraph()
+
+    def _step(self) -> torch.Tensor:
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            h = self.model["encoder"](input_ids=self.ids, attention_mask=self.mask).last_hidden_state
+            logits = self.model["head"](h[:, 0])
+        losses = self.stacking.fold_losses(logits, self.labels, torch.nn.CrossEntropyLoss(), self.k)
+        losses.sum().backward()
+        self.stacking.clip_per_fold(self.params, self.k, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=False)
+        return losses.detach()
+
+    capture = Copy.capture
+    replay = Copy.replay
+
+
+def run_stacked(shape: str, k: int, batch: int, length: int, steps: int, warmup: int, bmm: bool = False) -> dict:
     device = torch.device("cuda")
     torch.cuda.reset_peak_memory_stats()
-    model = Stacked(shape, k, batch, length, device)
+    model = (Bmm if bmm else Stacked)(shape, k, batch, length, device)
     model.capture()
     for _ in range(warmup):
         model.replay()
@@ -205,7 +248,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--shape", default="large", choices=sorted(SHAPES))
     ap.add_argument("--copies", default="1,2,3,5", help="comma-separated K values")
-    ap.add_argument("--systems", default="sequential,streams,processes,stacked")
+    ap.add_argument("--systems", default="sequential,streams,processes,stacked,bmm")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--steps", type=int, default=100)
@@ -218,10 +261,12 @@ def main() -> None:
         for system in a.systems.split(","):
             if system == "sequential" and k > 1:
                 continue  # sequential throughput does not depend on K
-            if system == "stacked":
-                r = run_stacked(a.shape, k, a.batch, a.length, a.steps, a.warmup)
+            if system in ("stacked", "bmm"):
+                r = run_stacked(a.shape, k, a.batch, a.length, a.steps, a.warmup, bmm=system == "bmm")
             elif system == "processes":
                 r = run_processes(a.shape, k, a.batch, a.length, a.steps, a.warmup)
+            elif system == "wide":
+                r = run_in_process(a.shape, 1, a.batch * k, a.length, a.steps, a.warmup, False)
             else:
                 r = run_in_process(a.shape, k, a.batch, a.length, a.steps, a.warmup, system == "streams")
             row = {"system": system, "k": k, "shape": a.shape, **r}

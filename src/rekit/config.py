@@ -67,6 +67,14 @@ def _section(name: str):
     return lambda key: f"{name}.{key}"
 
 
+def _count_or_auto(value: Any, where: str) -> str:
+    """A count >= 1 or 'auto' (--concurrent-folds, tune --workers), kept as text."""
+    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+    if text == "auto" or (text.isdigit() and int(text) >= 1):
+        return text
+    raise ConfigError(f"{where} must be a number >= 1 or 'auto', got {value!r}")
+
+
 @dataclass
 class DataConfig:
     train: str | None = _f(None, "training file (.csv community layout, .json KLUE, .tsv legacy, .jsonl rekit)")
@@ -154,6 +162,9 @@ class TrainConfig:
                                                           "reduce-overhead", "max-autotune"))
     pad_multiple: int = _f(0, "pad each batch's length to a multiple of this (0 = auto: 32 with torch.compile modes, 8 "
                            "otherwise on CUDA, 1 on CPU); coarser = fewer shapes to compile, more padding", low=0)
+    concurrent_folds: str = _f("auto", "folds that train at the same time on one GPU, each on its own CUDA stream "
+                               "with exactly the optimisation it has alone: a number, or auto (CUDA: as many as "
+                               "fit in 80 % of the free memory; CPU: 1); see BENCHMARKS.md", parse=_count_or_auto)
     parallel: str = _f("folds", "under torchrun: folds (one fold per process) or ddp (all processes train each "
                        "fold together); ignored in a single process", ("folds", "ddp"))
     metric: str = _f("micro_f1", "metric that picks the best checkpoint per fold", METRICS)
@@ -325,13 +336,6 @@ class PretrainSettings:
 
 
 # -- rekit tune ----------------------------------------------------------------------------------
-def _workers(value: Any, where: str) -> str:
-    text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
-    if text == "auto" or (text.isdigit() and int(text) >= 1):
-        return text
-    raise ConfigError(f"{where} must be a number >= 1 or 'auto', got {value!r}")
-
-
 def _s(default: Any, flag: str, help: str, choices: tuple | None = None, **limits: Any):
     return option(default, help, choices, flag=flag, **limits)
 
@@ -355,7 +359,7 @@ class TuneSettings:
                              "postgresql://user@host/db; default: sqlite in the study directory")
     study_name: str | None = _s(None, "--study-name", "study name in the storage; default: the study directory's name")
     workers: str = option("1", "worker processes on this machine ('auto': one per GPU, else 1)", flag="--workers",
-                          parse=_workers)
+                          parse=_count_or_auto)
     heartbeat: int = _s(60, "--heartbeat", "seconds between a running trial's heartbeats; a trial silent for "
                         f"twice as long (its worker died) is failed and re-queued; at least {MIN_HEARTBEAT_S} (a "
                         "shorter one can fail a healthy trial whose heartbeat is late on a busy machine)",

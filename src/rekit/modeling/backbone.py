@@ -66,12 +66,15 @@ def check_backbone(cfg: ModelConfig) -> None:
 def _quiet_transformers():
     from transformers.utils import logging as hf_logging
 
-    level = hf_logging.get_verbosity()
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar, once per fold
     try:
         yield
     finally:
         hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def load_tokenizer(cfg: ModelConfig, train_texts: Sequence[str], entity_types: Sequence[str]):

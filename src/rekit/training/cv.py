@@ -37,10 +37,10 @@ from rekit.modeling.backbone import build_model, check_backbone, check_max_lengt
 from rekit.rundir import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
-from rekit.training import checkpoint, distributed
+from rekit.training import checkpoint, concurrent, distributed
 from rekit.training.augmentation import training_features
 from rekit.training.folds import make_folds
-from rekit.training.loop import MetricsLog, fit
+from rekit.training.loop import FitResult, FoldTrainer, MetricsLog, fit
 
 READ_REPORT = "read_report.json"  # every repaired or skipped training row, in the run directory
 
@@ -300,42 +300,16 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
         echo(f"fold-parallel over {dist.world} processes: this one trains folds {[k + 1 for k in todo]}")
     if resume and dist.is_main:  # rows the resumed folds will write again (and a torn last line) go
         rundir.prune_metrics(run, {k: checkpoint.saved_step(run / f"fold-{k}") for k in todo if k not in done})
-    params = None
+    pending = []
     for k in todo:
-        tr, va = folds.splits[k]
-        fold_dir = run / f"fold-{k}"
         if k in done:
-            checkpoint.clear_state(fold_dir)  # in case a kill came between saving the fold and clearing it
+            checkpoint.clear_state(run / f"fold-{k}")  # in case a kill came between saving the fold and clearing it
             echo(f"fold {k + 1}/{len(folds.splits)}: done in an earlier session, kept")
-            continue
-        if dist.is_main:
-            rundir.write_state(run, "running", fold=k, folds_done=sorted(done))
-        seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
-        model = build_model(m, tokenizer, label_map, t.label_smoothing, train=t)  # loss, token masking
-        model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
-        check_max_length(m, model)
-        params = count_parameters(model)
-        echo(f"fold {k + 1}/{len(folds.splits)}: {len(tr):,} train / {len(va):,} valid, {params / 1e6:.1f}M parameters, {device}")
-        result = fit(model, tokenizer, label_map, training_features(feats, tr, records, t, encoder, label_map),
-                     feats.subset(va), t, fold_dir,
-                     seed=t.seed + k, device=device, dist=dist,
-                     log=MetricsLog(run / "metrics.jsonl", fold=k) if dist.is_main or dist.mode == "folds" else None,
-                     desc=f"fold {k + 1}/{len(folds.splits)}",
-                     callbacks=[lambda row, k=k, cb=cb: cb(k, row) for cb in callbacks], resume=resume, echo=echo)
-        if dist.is_main or dist.mode == "folds":  # the fold's owner records it
-            rundir.save_fold(fold_dir, k, va, result, n_train=len(tr), n_parameters=params)
-            checkpoint.clear_state(fold_dir)  # the fold is done: only its best checkpoint stays
-        done.add(k)
-        best = result.best_metrics
-        echo(f"fold {k + 1}: best {t.metric} {result.best_score:.4g} at epoch {result.best_epoch:g} "
-             f"(micro-F1 {best.get('micro_f1', float('nan')):.2f}, AUPRC {best.get('auprc', float('nan')):.2f}, "
-             f"accuracy {best.get('accuracy', float('nan')):.4f})" + (f"; {result.stopped}" if result.stopped else ""))
-        if dist.is_main:
-            rundir.write_state(run, "running", folds_done=rundir.folds_done(run))
-        del model
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        else:
+            pending.append(k)
+    folds_run = FoldRunner(cfg, run, records, feats, folds, tokenizer, encoder, label_map, device, dist, echo,
+                           callbacks, resume)
+    params = folds_run.train(pending, done)
 
     extra = {"rare_classes": folds.rare, "encode": asdict(encoder.stats), "parameters": params,
              "n_records": len(records), "device": str(device), "train_seconds": round(time.time() - start, 1)}
@@ -348,6 +322,98 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
         rundir.write_state(run, "partial", folds_done=rundir.folds_done(run))
         return {"status": "partial", **extra}
     return finalize(run, records, label_map, extra, echo)
+
+
+class FoldRunner:
+    """Trains the run's pending folds: one after another, or in groups that train at the same time
+    on one GPU (--concurrent-folds, concurrent.py); each fold is saved the moment it finishes."""
+
+    def __init__(self, cfg: RunConfig, run: Path, records: list[Record], feats, folds, tokenizer, encoder,
+                 label_map: LabelMap, device: torch.device, dist, echo, callbacks, resume: bool):
+        self.cfg, self.run, self.records, self.feats, self.folds = cfg, run, records, feats, folds
+        self.tokenizer, self.encoder, self.label_map, self.device = tokenizer, encoder, label_map, device
+        self.dist, self.echo, self.callbacks, self.resume = dist, echo, callbacks, resume
+        self.params: int | None = None
+        self.done: set[int] = set()
+
+    def train(self, pending: list[int], done: set[int]) -> int | None:
+        """Train `pending`; returns the model's parameter count (None if nothing was trained)."""
+        self.done = done
+        if not pending:
+            return None
+        first = self.build(pending[0])
+        t = self.cfg.train
+        size, why = concurrent.plan(t.concurrent_folds, self.device, len(pending),
+                                    concurrent.fold_bytes(first[0], t.batch_size, self.cfg.model.max_length),
+                                    self.dist.ddp)
+        if why:
+            self.echo(why)
+        if size > 1:
+            self.echo(f"{size} folds train at the same time on {self.device} (--concurrent-folds {t.concurrent_folds})")
+        built = {pending[0]: first}
+        del first
+        for group in concurrent.groups(pending, size):
+            parts = [built.pop(k) if k in built else self.build(k) for k in group]
+            if len(group) == 1:
+                self.finish(group[0], self.fit_alone(group[0], *parts[0][:3]))
+            else:
+                self.fit_group(group, parts)
+            del parts  # the models go before the next group's are built
+        return self.params
+
+    def build(self, k: int) -> tuple:
+        """(model, train features, valid features, host RNG) of fold k, seeded as fold k always is."""
+        t, m, n = self.cfg.train, self.cfg.model, len(self.folds.splits)
+        tr, va = self.folds.splits[k]
+        seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
+        model = build_model(m, self.tokenizer, self.label_map, t.label_smoothing, train=t)  # loss, token masking
+        model.spec.entity_types = sorted({e.type for r in self.records for e in (r.subject, r.object)})
+        check_max_length(m, model)
+        self.params = count_parameters(model)
+        self.echo(f"fold {k + 1}/{n}: {len(tr):,} train / {len(va):,} valid, {self.params / 1e6:.1f}M parameters, "
+                  f"{self.device}")
+        train = training_features(self.feats, tr, self.records, t, self.encoder, self.label_map)
+        return model, train, self.feats.subset(va), concurrent.HostRng()
+
+    def fold_args(self, k: int) -> dict:
+        dist, n = self.dist, len(self.folds.splits)
+        return {"fold_dir": self.run / f"fold-{k}", "seed": self.cfg.train.seed + k, "device": self.device,
+                "dist": dist, "echo": self.echo, "desc": f"fold {k + 1}/{n}",
+                "log": MetricsLog(self.run / "metrics.jsonl", fold=k) if dist.is_main or dist.mode == "folds" else None,
+                "callbacks": [lambda row, k=k, cb=cb: cb(k, row) for cb in self.callbacks]}
+
+    def fit_alone(self, k: int, model, train, valid) -> FitResult:
+        if self.dist.is_main:
+            rundir.write_state(self.run, "running", fold=k, folds_done=sorted(self.done))
+        return fit(model, self.tokenizer, self.label_map, train, valid, self.cfg.train, resume=self.resume,
+                   **self.fold_args(k))
+
+    def fit_group(self, group: list[int], parts: list[tuple]) -> None:
+        if self.dist.is_main:
+            rundir.write_state(self.run, "running", fold=group[0], folds_running=group, folds_done=sorted(self.done))
+        trainers = [FoldTrainer(model, self.tokenizer, self.label_map, train, valid, self.cfg.train,
+                                concurrent=i, **self.fold_args(k))
+                    for i, (k, (model, train, valid, _)) in enumerate(zip(group, parts))]
+        concurrent.fit_together(trainers, [p[3] for p in parts], self.resume,
+                                on_done=lambda i, result: self.finish(group[i], result))
+
+    def finish(self, k: int, result: FitResult) -> None:
+        """Fold k's results into its directory (by its owner process) and one line about it."""
+        t, dist, fold_dir = self.cfg.train, self.dist, self.run / f"fold-{k}"
+        tr, va = self.folds.splits[k]
+        if dist.is_main or dist.mode == "folds":  # the fold's owner records it
+            rundir.save_fold(fold_dir, k, va, result, n_train=len(tr), n_parameters=self.params)
+            checkpoint.clear_state(fold_dir)  # the fold is done: only its best checkpoint stays
+        self.done.add(k)
+        best = result.best_metrics
+        self.echo(f"fold {k + 1}: best {t.metric} {result.best_score:.4g} at epoch {result.best_epoch:g} "
+                  f"(micro-F1 {best.get('micro_f1', float('nan')):.2f}, AUPRC {best.get('auprc', float('nan')):.2f}, "
+                  f"accuracy {best.get('accuracy', float('nan')):.4f})" + (f"; {result.stopped}" if result.stopped else ""))
+        if dist.is_main:
+            rundir.write_state(self.run, "running", folds_done=rundir.folds_done(self.run))
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def finalize(run: Path, records: list[Record], label_map: LabelMap, extra: dict, echo=print) -> dict:

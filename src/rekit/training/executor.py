@@ -55,10 +55,11 @@ class StepExecutor:
     examples `step_batch` of `train`; the step's loss summed over this process's examples.
 
     State: `accum` (micro-batches per step; an OOM retry doubles it, the resumable state keeps
-    it), the CUDA graphs and the stream. `note(text)` records what the user should know."""
+    it), the CUDA graphs and the stream (under DDP with graphs, or `own_stream` for a fold that
+    trains next to others). `note(text)` records what the user should know."""
 
     def __init__(self, model, optimizer, train: Features, collator: Collator, cfg, device: torch.device,
-                 amp_dtype, compile_mode: str, dist=None, desc: str = "train", note=print):
+                 amp_dtype, compile_mode: str, dist=None, desc: str = "train", note=print, own_stream: bool = False):
         self.model, self.optimizer, self.train, self.collator, self.cfg = model, optimizer, train, collator, cfg
         self.device, self.amp_dtype, self.compile_mode, self.desc, self.note = device, amp_dtype, compile_mode, desc, note
         self.dist = dist if dist is not None and dist.ddp else None
@@ -66,7 +67,9 @@ class StepExecutor:
         self.accum = cfg.grad_accum
         graphed = compile_mode in GRAPH_MODES
         # DDP with graphs: DDP is built, and every step runs, on one non-default stream (graphs.py).
-        self.stream = torch.cuda.Stream(device) if self.dist and graphed else None
+        # own_stream: this fold trains next to others (concurrent.py), each on its own stream.
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" and (
+            (self.dist and graphed) or own_stream) else None
         with self.on_stream():
             self.net: Any = wrap_ddp(model, device, graphed) if self.dist else model
         self.forward = compile_forward(self.net, compile_mode)

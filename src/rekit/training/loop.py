@@ -124,7 +124,9 @@ class FoldTrainer:
 
     def __init__(self, model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: Features,
                  cfg: TrainConfig, fold_dir: Path, seed: int, device: torch.device, log: MetricsLog | None = None,
-                 desc: str = "train", callbacks=(), echo=None, dist=None):
+                 desc: str = "train", callbacks=(), echo=None, dist=None, concurrent: int | None = None):
+        """concurrent: this fold's place in a group of folds training at once (concurrent.py): its
+        steps run on their own CUDA stream and its progress bar on line `concurrent`."""
         from tqdm.auto import tqdm
 
         self.model, self.tokenizer, self.label_map, self.valid, self.cfg = model, tokenizer, label_map, valid, cfg
@@ -140,7 +142,8 @@ class FoldTrainer:
         collator = Collator(train, tokenizer.pad_token_id, multiple_of=pad_multiple(cfg.pad_multiple, compile_mode, device),
                             always_pad=always_pad(compile_mode))
         self.executor = StepExecutor(model, self.optimizer, train, collator, cfg, device, self.amp_dtype, compile_mode,
-                                     dist=dist, desc=desc, note=self._note)
+                                     dist=dist, desc=desc, note=self._note, own_stream=concurrent is not None)
+        self.bar_line = concurrent
         if cfg.oom_retry and self.ddp:
             self.echo(f"{desc}: --oom-retry is off under --parallel ddp (every process must split its steps alike); "
                       "an out-of-memory error stops the run and says which --grad-accum would fit")
@@ -231,8 +234,8 @@ class FoldTrainer:
         p, dist = self.progress, self.dist
         self.t0 = time.time() - p.elapsed
         # DDP: the main process's bar stands for all; fold-parallel: one line per process.
-        self.bar = progress_bar(self.schedule.total, p.step, self.desc, self.cfg.progress and self.main,
-                                position=dist.rank if dist is not None and dist.active and dist.mode == "folds" else None)
+        line = dist.rank if dist is not None and dist.active and dist.mode == "folds" else self.bar_line
+        self.bar = progress_bar(self.schedule.total, p.step, self.desc, self.cfg.progress and self.main, position=line)
 
     def train_step(self, step_batch: list[int]) -> None:
         p = self.progress

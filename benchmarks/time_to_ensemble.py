@@ -21,6 +21,7 @@ sequential ones within noise: same batches and schedule, other dropout masks).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import shutil
@@ -60,6 +61,63 @@ def prepare(args) -> tuple[Path, Path, list, object]:
     return data, model_dir, records, config
 
 
+PHASES = {  # where a rekit run's wall time goes (--breakdown); the rest is training steps (graph capture included)
+    "read + encode": ("rekit.training.cv", "read_training_file", "rekit.encoding.tokenize", "REEncoder.encode"),
+    "build fold (model init, features)": ("rekit.training.cv", "FoldRunner.build"),
+    "trainer setup (to device, executor)": ("rekit.training.loop", "FoldTrainer.__init__"),
+    "evaluate": ("rekit.training.loop", "FoldTrainer.evaluate"),
+    "save training state": ("rekit.training.checkpoint", "save_state"),
+    "save best weights": ("rekit.modeling.model", "REModel.save_weights"),
+    "fold results (oof, clear state)": ("rekit.training.cv", "FoldRunner.finish"),
+    "merge (oof.csv, summary, cards)": ("rekit.training.cv", "finalize"),
+}
+
+
+class Breakdown:
+    """Seconds spent in each PHASES function during a run (GPU work queued before a phase is
+    synchronised at its entry, so it counts as training); nested calls count once, outermost."""
+
+    def __init__(self):
+        self.seconds = dict.fromkeys(PHASES, 0.0)
+        self.depth, self.saved = 0, []
+
+    def timed(self, phase: str, fn):
+        def wrapper(*a, **k):
+            if self.depth:
+                return fn(*a, **k)
+            throughput.sync()
+            t0, self.depth = time.perf_counter(), 1
+            try:
+                return fn(*a, **k)
+            finally:
+                throughput.sync()
+                self.depth = 0
+                self.seconds[phase] += time.perf_counter() - t0
+        return wrapper
+
+    def __enter__(self):
+        import importlib
+
+        for phase, spec in PHASES.items():
+            for module, name in zip(spec[::2], spec[1::2]):
+                owner = importlib.import_module(module)
+                *path, attr = name.split(".")
+                for part in path:
+                    owner = getattr(owner, part)
+                self.saved.append((owner, attr, owner.__dict__[attr]))
+                setattr(owner, attr, self.timed(phase, getattr(owner, attr)))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, attr, fn in reversed(self.saved):
+            setattr(owner, attr, fn)
+
+    def report(self, wall: float) -> dict:
+        out = {k: round(v, 1) for k, v in self.seconds.items()}
+        out["training steps (rest)"] = round(wall - sum(self.seconds.values()), 1)
+        return out
+
+
 def run_rekit(args, data: Path, model_dir: Path, concurrent: str) -> dict:
     out = args.work / f"run-{concurrent}"
     cfg = RunConfig.from_dict({}, {
@@ -67,9 +125,11 @@ def run_rekit(args, data: Path, model_dir: Path, concurrent: str) -> dict:
         "epochs": 1, "batch_size": args.batch_size, "lr": args.lr, "max_length": args.max_length,
         "progress": False, "concurrent_folds": concurrent, "device": args.device})
     throughput.reset_memory()
-    t0 = time.perf_counter()
-    summary = train_cv(cfg, echo=lambda *a, **k: print(*a, flush=True))
-    wall = time.perf_counter() - t0
+    with contextlib.ExitStack() as stack:
+        phases = stack.enter_context(Breakdown()) if args.breakdown else None
+        t0 = time.perf_counter()
+        summary = train_cv(cfg, echo=lambda *a, **k: print(*a, flush=True))
+        wall = time.perf_counter() - t0
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     last = {r["fold"]: r for r in rows}
     trained = sum(f["n_train"] for f in summary["folds"])
@@ -78,6 +138,8 @@ def run_rekit(args, data: Path, model_dir: Path, concurrent: str) -> dict:
               "peak_gib": throughput.peak_gib(), "extrapolated": False,
               "final_loss": [round(last[k]["train_loss"], 4) for k in sorted(last)],
               "cv_micro_f1": round(summary["cv"]["micro_f1"], 2)}
+    if phases:
+        result["breakdown_s"] = phases.report(wall)
     shutil.rmtree(out, ignore_errors=True)  # a large model's K checkpoints: gigabytes
     return result
 
@@ -165,6 +227,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--breakdown", action="store_true", help="also time rekit's phases (read, build, evaluate, saves)")
     args = p.parse_args(argv)
     if args.smoke:
         args.shape, args.rows, args.folds, args.vocab, args.max_length = "tiny", 160, 2, 800, 96

@@ -42,6 +42,15 @@ def _child(argv: list[str], log_path: str) -> None:
     sys.exit(main(argv))
 
 
+def _child_killed_at_fold_results(argv: list[str], log_path: str) -> None:
+    """The command, killed (os._exit, no cleanup) the moment its first fold's results would be
+    written: after the fold's last step, its final state and its best weights are saved."""
+    from rekit import rundir as run_files
+
+    run_files.save_fold = lambda *a, **k: os._exit(9)
+    _child(argv, log_path)
+
+
 @pytest.fixture(scope="module")
 def spawner():
     """start(argv, log) -> a running child process (a fork of a server that preloaded the libraries)."""
@@ -51,8 +60,8 @@ def spawner():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
 
-    def start(argv, log: Path):
-        proc = ctx.Process(target=_child, args=([str(a) for a in argv], str(log)))
+    def start(argv, log: Path, target=_child):
+        proc = ctx.Process(target=target, args=([str(a) for a in argv], str(log)))
         proc.start()
         return proc
 
@@ -151,6 +160,23 @@ def test_sigkill_at_random_points_then_resume_gives_identical_results(work, spaw
     # continued (and so that they hold everything, RNGs included, for the results to match).
     assert re.search(r"resuming at step [1-9]", log.read_text()), log.read_text()
     assert "fold 1/2: done in an earlier session, kept" in log.read_text()  # not trained again
+    assert_same_run(reference, run)
+
+
+def test_a_kill_after_the_last_step_resumes_from_the_final_state(work, spawner, reference, tmp_path):
+    # The state saved after a fold's last step holds the model and the result but no optimizer
+    # moments (no step is left to take); a resume finishes the fold from it, not from scratch.
+    run, log = tmp_path / "run", tmp_path / "run.log"
+    proc = spawner(train_args(work, run), log, target=_child_killed_at_fold_results)
+    proc.join(120)
+    assert proc.exitcode == 9, log.read_text()
+    saved = checkpoint.load_state(run / "fold-0")
+    assert saved is not None and saved["progress"]["step"] == saved["shape"]["total_steps"]
+    assert saved["optimizer"] is None and saved["scheduler"] is None
+    proc = spawner(["train", "--resume", run, "--no-progress"], log)
+    proc.join(120)
+    assert proc.exitcode == 0, log.read_text()
+    assert re.search(r"fold 1/2: resuming at step (\d+)/\1 ", log.read_text()), log.read_text()
     assert_same_run(reference, run)
 
 

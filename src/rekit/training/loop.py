@@ -190,8 +190,9 @@ class FoldTrainer:
             raise RekitError(f"{self.fold_dir / checkpoint.STATE_FILE} was saved for another split or schedule "
                              f"({saved['shape']}, now {self.shape}); delete it to restart this fold")
         self.model.load_state_dict(saved["model"])
-        self.optimizer.load_state_dict(saved["optimizer"])
-        self.scheduler.load_state_dict(saved["scheduler"])
+        if saved["optimizer"] is not None:  # None: saved after the last step, when no step is left to take
+            self.optimizer.load_state_dict(saved["optimizer"])
+            self.scheduler.load_state_dict(saved["scheduler"])
         if self.executor.scaler is not None and saved["scaler"]:
             self.executor.scaler.load_state_dict(saved["scaler"])
         checkpoint.restore_rng(saved["rng"])
@@ -217,9 +218,14 @@ class FoldTrainer:
         p.accum = self.executor.accum
         progress = as_dict(p) | {"epoch_rng": self.schedule.rng_to_save(p)}
         scaler = self.executor.scaler
+        # After the last step no optimizer step is left: the state a resume needs to finish the fold
+        # is the model and the result, not the optimizer's moments (two thirds of a large model's state).
+        final = p.step >= self.schedule.total
         checkpoint.save_state(self.fold_dir, p.step, {
-            "shape": self.shape, "model": self.model.state_dict(), "optimizer": host_lr(self.optimizer.state_dict()),
-            "scheduler": host_lr(self.scheduler.state_dict()), "scaler": scaler.state_dict() if scaler else None,
+            "shape": self.shape, "model": self.model.state_dict(),
+            "optimizer": None if final else host_lr(self.optimizer.state_dict()),
+            "scheduler": None if final else host_lr(self.scheduler.state_dict()),
+            "scaler": scaler.state_dict() if scaler and not final else None,
             "rng": checkpoint.capture_rng(), "progress": progress, "loss_sum": self.loss_sum,
             "result": as_dict(self.result)})
         self.saved_at = p.step

@@ -186,3 +186,26 @@ def test_ddp_evaluation_shares_gather_back_in_order():
     failures = mp.get_context("spawn").SimpleQueue()
     mp.spawn(_gather_worker, args=(free_port(), failures), nprocs=2)
     assert failures.empty(), failures.get()
+
+
+def test_fold_parallel_composes_with_concurrent_folds(work):
+    # 4 folds over 2 processes, 2 at a time inside each: the results of one process, in sequence.
+    four = [*ARGS, "--folds", "4", "--epochs", "1"]
+    torch.set_num_threads(1)
+    try:
+        assert main(["train", "--train", str(work / "train.csv"), "--model", str(work / "tinybert"),
+                     "--output", str(work / "single4"), *four]) == 0
+    finally:
+        torch.set_num_threads(os.cpu_count() or 1)
+    cmd = ["torchrun", "--standalone", "--nproc-per-node", "2", "-m", "rekit.cli", "train",
+           "--train", str(work / "train.csv"), "--model", str(work / "tinybert"), "--output", str(work / "folds4"),
+           "--parallel", "folds", "--concurrent-folds", "2", *four]
+    p = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    for line in ("this one trains folds [1, 3]", "this one trains folds [2, 4]"):
+        assert line in p.stdout, p.stdout[-3000:]
+    assert p.stdout.count("2 folds train at the same time on cpu") == 2, p.stdout[-3000:]
+    meta_a, probs_a = oof(work / "single4")
+    meta_b, probs_b = oof(work / "folds4")
+    assert meta_a == meta_b
+    np.testing.assert_allclose(probs_a, probs_b, atol=1e-5)

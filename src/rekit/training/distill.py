@@ -34,6 +34,7 @@ from rekit.io import atomic_write_text
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters
 from rekit.modeling.losses import DistillLoss
 from rekit.runtime import resolve_device, seed_everything
+from rekit.training import checkpoint
 from rekit.training.augmentation import concat
 from rekit.training.cv import finalize, gold_labels, run_tokenizer, save_read_report
 from rekit.training.loop import FitResult, FoldTrainer, MetricsLog, fit
@@ -119,20 +120,10 @@ def distill(cfg: RunConfig, records: list[Record], teacher: Teacher, settings: D
     run's summary. The run directory is locked, created (replacing one with overwrite) only after
     the model is checked, and its state says how it ended, as `rekit train`'s do. `read_report`:
     the training file's (kept as RUN/read_report.json)."""
-    t = cfg.train
-    if not t.output:
+    if not cfg.train.output:
         raise RekitError("no output directory: pass --output RUN_DIR")
-    with lock.locked(t.output):
-        rundir.check_new(t.output, t.overwrite, resumable=False)
-        check_backbone(cfg.model)
-        run = rundir.create(t.output, t.overwrite)
-        if read_report is not None:
-            save_read_report(read_report, run)
-        atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())
-        info = {**teacher.info, "settings": asdict(settings), "n_labeled": len(records), "n_unlabeled": len(teacher.extra)}
-        atomic_write_text(run / rundir.DISTILL, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        rundir.write_state(run, "running", **({"data_sha256": teacher.info["data_sha256"]}
-                                              if teacher.info.get("data_sha256") else {}))
+    with lock.locked(cfg.train.output):
+        run = _open_run(cfg, records, teacher, settings, read_report)
         try:
             return _train_student(cfg, run, records, teacher, settings, echo)
         except KeyboardInterrupt as e:
@@ -141,6 +132,33 @@ def distill(cfg: RunConfig, records: list[Record], teacher: Teacher, settings: D
         except Exception as e:
             rundir.write_state(run, "failed", reason=str(e) if isinstance(e, RekitError) else f"{type(e).__name__}: {e}")
             raise
+
+
+def _open_run(cfg: RunConfig, records: list[Record], teacher: Teacher, settings: DistillSettings,
+              read_report) -> Path:
+    """The new run directory with its config.yaml, distill.json and state (after the model's check)."""
+    rundir.check_new(cfg.train.output, cfg.train.overwrite, resumable=False)
+    check_backbone(cfg.model)
+    run = rundir.create(cfg.train.output, cfg.train.overwrite)
+    if read_report is not None:
+        save_read_report(read_report, run)
+    atomic_write_text(run / rundir.CONFIG, cfg.to_yaml())
+    info = {**teacher.info, "settings": asdict(settings), "n_labeled": len(records), "n_unlabeled": len(teacher.extra)}
+    atomic_write_text(run / rundir.DISTILL, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+    digest = teacher.info.get("data_sha256")
+    rundir.write_state(run, "running", **({"data_sha256": digest} if digest else {}))
+    return run
+
+
+def build_student(cfg: RunConfig, tokenizer, records: list[Record], teacher: Teacher, settings: DistillSettings):
+    """A new model for the student, with the distillation loss. Seeded as a fold's model is."""
+    t, m = cfg.train, cfg.model
+    seed_everything(t.seed, t.deterministic)  # before init: the weights draw from this RNG
+    model = build_model(m, tokenizer, teacher.label_map, t.label_smoothing, train=t)  # --augment mask, if asked
+    model.loss_fn = DistillLoss(settings.alpha, settings.temperature, t.label_smoothing)
+    model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
+    check_max_length(m, model)
+    return model
 
 
 def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Teacher,
@@ -155,11 +173,7 @@ def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Te
     feats = student_features(encoder, records, teacher)
     echo(f"encoded {len(feats):,} examples ({len(records):,} labeled, {len(teacher.extra):,} unlabeled; {m.marker}, "
          f"max_length {m.max_length}): {encoder.stats.summary()}")
-    seed_everything(t.seed, t.deterministic)  # before init: the weights draw from this RNG
-    model = build_model(m, tokenizer, label_map, t.label_smoothing, train=t)  # --augment mask, if asked
-    model.loss_fn = DistillLoss(settings.alpha, settings.temperature, t.label_smoothing)
-    model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
-    check_max_length(m, model)
+    model = build_student(cfg, tokenizer, records, teacher, settings)
     params = count_parameters(model)
     monitor = monitor_rows(len(records), t.seed)
     echo(f"student: {len(feats):,} rows, {params / 1e6:.1f}M parameters, {device}; alpha {settings.alpha}, "
@@ -172,16 +186,13 @@ def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Te
     extra = {"parameters": params, "n_records": len(records), "n_unlabeled": len(teacher.extra),
              "device": str(device), "train_seconds": round(time.time() - start, 1), "distilled_from": teacher.info}
     summary = finalize(run, records, label_map, extra, echo)
-    echo(f"student trained on {len(feats):,} rows; last epoch on {len(monitor):,} training rows: micro-F1 "
-         f"{result.best_metrics.get('micro_f1', float('nan')):.2f}")
+    echo(f"student trained on {len(feats):,} rows in {extra['train_seconds']:.0f}s")
     return summary
 
 
 def _save_student(run: Path, result: FitResult, n_train: int, params: int, label_map: LabelMap,
                   n_monitor: int) -> None:
     """fold-0's result.json and an out-of-fold file with no rows: the student held nothing out."""
-    from rekit.training import checkpoint
-
     result.notes.append(f"no held-out rows: the scores are on {n_monitor:,} training rows the model was trained on")
     result.best_probs = np.zeros((0, len(label_map)), dtype=np.float32)
     rundir.save_fold(run / "fold-0", 0, np.zeros(0, dtype=np.int64), result, n_train=n_train, n_parameters=params)

@@ -16,6 +16,7 @@ subprocesses, several at a time on one GPU, optional ones only while the time bu
 
     python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 9          # GPU
     python benchmarks/klue_re_quality.py --out /tmp/q --smoke                   # CPU, seconds
+    python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 14 --distill --ablations none  # + (e)
 
 Writes OUT/quality.json, OUT/quality.md (a BENCHMARKS.md-ready table) and OUT/logs.txt (the end
 of every job's log); models, runs and full logs go to --work (default OUT/work).
@@ -28,6 +29,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -123,7 +125,7 @@ def matched_pretrain(r: dict, train: str, extra: list[str], out: Path, tokenizer
     return cmd
 
 
-def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool):
+def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool, flags: str = ""):
     """`rekit distill` of the merged fold runs (merged when the job starts, after every fold)."""
     def cmd() -> list[str]:
         from rekit.data.labels import LabelMap
@@ -134,7 +136,7 @@ def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool):
         cmd = rekit("distill", str(work / "rekit-5fold"), "--output", str(work / "distilled"), "--overwrite",
                     "--no-progress", "--eval-batch-size", "512")
         cmd += ["--compile", "off"] if EAGER else []
-        return cmd + (["--unlabeled", dev] if unlabeled else [])
+        return cmd + (["--unlabeled", dev] if unlabeled else []) + shlex.split(flags)
     return cmd
 
 
@@ -158,7 +160,7 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
         jobs.append(Job(f"fold{k}", finetune_cmd(r, str(work / "enc-main"), train, work / f"run-fold{k}", k),
                         after=["pretrain"], estimate=ft_estimate, required=True))
     if args.distill:  # one model on every row: about K/(K-1) of a fold job per epoch, plus the merge
-        jobs.append(Job("distill", distill_cmd(r, work, train, dev, args.distill_unlabeled),
+        jobs.append(Job("distill", distill_cmd(r, work, train, dev, args.distill_unlabeled, args.distill_flags),
                         after=[f"fold{k}" for k in range(folds)], estimate=ft_estimate * 1.5))
     if args.ablations:
         names = () if args.ablations == "none" else tuple(x.strip() for x in args.ablations.split(",") if x.strip())
@@ -519,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--distill-unlabeled", action="store_true",
                    help="with --distill: the dev sentences (labels unused) are the student's unlabeled text, as "
                    "they are the MLM pretraining's")
+    p.add_argument("--distill-flags", default="", help="with --distill: more `rekit distill` flags for the student, "
+                   "e.g. '--alpha 0.8 --epochs 4' (default: rekit's defaults and the folds' settings)")
     p.add_argument("--device", default="auto", help="device for the dev evaluation")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on synthetic data: seconds on a CPU (implies --inline)")
     p.add_argument("--inline", action="store_true", help="run the jobs one by one in this process (no subprocesses)")

@@ -44,7 +44,7 @@ def test_the_student_is_a_one_fold_run_that_names_its_teacher(runs):
     assert yaml.safe_load((student / "config.yaml").read_text())["train"]["folds"] == 1
     info = json.loads((student / "distill.json").read_text())
     assert info["teacher"] == str((d / "teacher").resolve()) and len(info["teacher_fingerprint"]) == 64
-    assert info["settings"] == {"alpha": 0.3, "temperature": 2.0, "unlabeled": str(d / "test.csv")}
+    assert info["settings"] == {"alpha": 0.3, "temperature": 1.0, "unlabeled": str(d / "test.csv")}
     assert (info["n_labeled"], info["n_unlabeled"], info["teacher_models"]) == (len(train), len(test), 2)
     summary = json.loads((student / "summary.json").read_text())
     assert summary["cv"] == {} and summary["distilled_from"]["teacher_fingerprint"] == info["teacher_fingerprint"]
@@ -93,7 +93,8 @@ def test_distill_loss_with_alpha_one_is_cross_entropy():
     ce = torch.nn.functional.cross_entropy(logits, labels)
     assert torch.allclose(DistillLoss(alpha=1.0, temperature=3.0)(logits, labels, targets), ce)
     # By hand: row 0: log(e^2 + e^-1 + e^0.5) - 2 = 0.24130; row 1: log(e^.1 + e^.2 + e^.3) - 0.3 = 1.00194.
-    assert DistillLoss(alpha=1.0)(logits, labels, targets).item() == pytest.approx((0.24130 + 1.00194) / 2, abs=1e-4)
+    by_hand = (0.24130 + 1.00194) / 2
+    assert DistillLoss(alpha=1.0, temperature=2.0)(logits, labels, targets).item() == pytest.approx(by_hand, abs=1e-4)
     # alpha 0, T 1: exactly KL(targets || softmax(logits)); zero when the student matches them.
     kl = (targets * (targets.log() - torch.log_softmax(logits, -1))).sum(-1).mean()
     assert torch.allclose(DistillLoss(alpha=0.0, temperature=1.0)(logits, labels, targets), kl)

@@ -54,7 +54,7 @@ class DistillLoss(nn.Module):
     rows. Masked, not indexed: static shapes, so the loss can be part of a CUDA graph.
     """
 
-    def __init__(self, alpha: float = 0.5, temperature: float = 2.0, label_smoothing: float = 0.0,
+    def __init__(self, alpha: float = 0.8, temperature: float = 1.0, label_smoothing: float = 0.0,
                  ignore_index: int = -100):
         super().__init__()
         if not 0 <= alpha <= 1 or temperature <= 0:

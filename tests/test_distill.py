@@ -77,6 +77,8 @@ def test_user_errors_are_one_line(runs, capsys):
              (["distill", str(d / "teacher"), "--output", str(d / "student")], "pass --overwrite"),
              (["distill", str(d / "nothing"), "--output", str(d / "s2")], "no such run directory"),
              (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--alpha", "2"], "--alpha"),
+             (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--train", str(d / "test.csv")],
+              "is not in"),  # another file's rows: the out-of-fold probabilities belong to none of them
              (["train", "--resume", str(d / "student")], "made by `rekit distill`")]
     for argv, message in cases:
         capsys.readouterr()

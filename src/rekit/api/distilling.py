@@ -116,6 +116,9 @@ def training_records(cfg: RunConfig, train, echo) -> tuple[list[Record], object 
     if not cfg.data.train:
         raise ConfigError("the teacher run was trained on in-memory records (its config.yaml names no training "
                           "file); pass the training data (--train FILE, or train= in Python)")
+    if train is None and not Path(cfg.data.train).is_file():
+        raise ConfigError(f"{cfg.data.train}: no such file (the teacher's training file, from its config.yaml); "
+                          "pass --train FILE (train= in Python) where it is now")
     return read_training_file(cfg, echo)
 
 

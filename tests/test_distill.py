@@ -69,6 +69,9 @@ def test_predict_and_load_take_the_student_as_they_are(runs, capsys):
     probs = model.predict_proba(test)
     np.testing.assert_allclose(np.asarray([json.loads(r["probs"]) for r in rows]), probs, atol=1e-5)
     assert "1 fold models averaged" in capsys.readouterr().out
+    pytest.importorskip("onnxruntime")
+    assert main(["export", str(d / "student"), "--format", "onnx", "--output", str(d / "student.onnx")]) == 0
+    np.testing.assert_allclose(rekit.load(d / "student.onnx").predict_proba(test), probs, atol=1e-4)
 
 
 def test_user_errors_are_one_line(runs, capsys):

@@ -8,6 +8,7 @@ sentences with `rekit pretrain --extra-text`). Rows, side by side in one run:
   (b) the type-pair majority rule (rekit.baselines.TypePairMajority)
   (c) rekit single model: `rekit pretrain` + `rekit train` fold 0, alone on dev
   (d) rekit 5-fold ensemble (the five folds of the same run)
+  (e) with --distill: (d) distilled into one model (`rekit distill`), with both rows' inference speed
 
 plus ablations, each one change to (c) on fold 0 (pretraining, input/markers, head, tokenizer,
 loss, augmentations), and prior adaptation (`--adapt-priors em`) on (c) and (d). Jobs run as
@@ -15,6 +16,7 @@ subprocesses, several at a time on one GPU, optional ones only while the time bu
 
     python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 9          # GPU
     python benchmarks/klue_re_quality.py --out /tmp/q --smoke                   # CPU, seconds
+    python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 14 --distill --ablations none  # + (e)
 
 Writes OUT/quality.json, OUT/quality.md (a BENCHMARKS.md-ready table) and OUT/logs.txt (the end
 of every job's log); models, runs and full logs go to --work (default OUT/work).
@@ -27,6 +29,7 @@ import importlib.util
 import json
 import os
 import platform
+import shlex
 import shutil
 import sys
 import time
@@ -122,6 +125,21 @@ def matched_pretrain(r: dict, train: str, extra: list[str], out: Path, tokenizer
     return cmd
 
 
+def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool, flags: str = ""):
+    """`rekit distill` of the merged fold runs (merged when the job starts, after every fold)."""
+    def cmd() -> list[str]:
+        from rekit.data.labels import LabelMap
+        from rekit.data.readers import read_records
+
+        records, _ = read_records(train)
+        merge_folds(work, r["finetune"]["folds"], records, LabelMap.infer([x.label for x in records]))
+        cmd = rekit("distill", str(work / "rekit-5fold"), "--output", str(work / "distilled"), "--overwrite",
+                    "--no-progress", "--eval-batch-size", "512")
+        cmd += ["--compile", "off"] if EAGER else []
+        return cmd + (["--unlabeled", dev] if unlabeled else []) + shlex.split(flags)
+    return cmd
+
+
 def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     """The job list in priority order: the rows first, then ablations."""
     budget = args.budget_minutes * 60
@@ -141,6 +159,9 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     for k in range(folds):
         jobs.append(Job(f"fold{k}", finetune_cmd(r, str(work / "enc-main"), train, work / f"run-fold{k}", k),
                         after=["pretrain"], estimate=ft_estimate, required=True))
+    if args.distill:  # one model on every row: about K/(K-1) of a fold job per epoch, plus the merge
+        jobs.append(Job("distill", distill_cmd(r, work, train, dev, args.distill_unlabeled, args.distill_flags),
+                        after=[f"fold{k}" for k in range(folds)], estimate=ft_estimate * 1.5))
     if args.ablations:
         names = () if args.ablations == "none" else tuple(x.strip() for x in args.ablations.split(",") if x.strip())
     else:
@@ -195,6 +216,22 @@ def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[i
         with safe_open(str(d / "model.safetensors"), "np") as f:
             params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 (safe_open is not iterable)
     return probs, params
+
+
+def infer_rate(dirs: list[Path], records, device: str) -> float:
+    """Inference samples/s of the models in `dirs` as one ensemble (loaded and warmed up first)."""
+    import torch
+
+    from rekit.ensemble import Ensemble
+
+    ens = Ensemble(dirs, device=device, batch_size=512)
+    ens.predict_proba(records[:512])  # loads every member, warms the kernels up
+    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    ens.predict_proba(records)
+    sync()
+    return round(len(records) / (time.perf_counter() - t), 1)
 
 
 def _numel(shape) -> int:
@@ -338,6 +375,18 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             rows["d+typepair"] = {"name": f"(d) mixed with the type-pair rule, weight {w[0]:.2f}/{w[1]:.2f} fit on OOF",
                                   **scores(y, q, label_map), "job_minutes": rows["d"]["job_minutes"], "parameters": n}
 
+    student = work / "distilled" / "fold-0"
+    if model_ready(student) and jobs.get("distill") and jobs["distill"].status == "ok":
+        (ps,), (ns,) = dev_probas([student], dev, args.device)
+        info = _read_json(work / "distilled" / "distill.json") or {}
+        how = ", dev sentences unlabeled" if info.get("n_unlabeled") else ""
+        rows["e"] = {"name": f"(d) distilled into one model (rekit distill{how})",
+                     **scores(y, ps, label_map), "parameters": ns,
+                     "job_minutes": minutes("pretrain", *[f"fold{i}" for i in fold_dirs], "distill")}
+        if "d" in rows:
+            rows["d"]["infer_samples_per_s"] = infer_rate(list(fold_dirs.values()), dev, args.device)
+            rows["e"]["infer_samples_per_s"] = infer_rate([student], dev, args.device)
+
     improvements = []
     if "c" in rows:
         ref = rows["c"]
@@ -372,7 +421,7 @@ def markdown(result: dict) -> str:
              f"(budget {result['budget_minutes']} min); jobs ran concurrently on one device, so job-minutes overlap.",
              "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair"):
+    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair", "e"):
         if key in rows:
             x = rows[key]
             lines.append(f"| ({key}) | {x['name']} | {x['micro_f1']:.2f} | {x['auprc']:.2f} | {x['accuracy']:.3f} | "
@@ -396,6 +445,11 @@ def markdown(result: dict) -> str:
             lines.append(f"| prior adaptation: {what} on (d) | {rows[key]['micro_f1']:.2f} | {rows[key]['auprc']:.2f} | "
                          f"{rows[key]['micro_f1'] - rows['d']['micro_f1']:+.2f} | "
                          f"{rows[key]['auprc'] - rows['d']['auprc']:+.2f} |")
+    if "d" in rows and "e" in rows:
+        d, e = rows["d"], rows["e"]
+        lines += ["", f"Distillation: (e) vs (d): micro-F1 {e['micro_f1'] - d['micro_f1']:+.2f}, AUPRC "
+                  f"{e['auprc'] - d['auprc']:+.2f}; inference on dev {e['infer_samples_per_s']:,.0f} vs "
+                  f"{d['infer_samples_per_s']:,.0f} samples/s ({e['infer_samples_per_s'] / d['infer_samples_per_s']:.1f}x)."]
     pre = result.get("pretrain") or {}
     if pre.get("final"):
         lines += ["", f"Pretraining: {pre['steps']:,} steps ({pre['epochs_run']} epochs) in {pre['seconds']:.0f}s, "
@@ -462,6 +516,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-community", action="store_true")
     p.add_argument("--ablations", help=f"comma-separated ablations to run, in priority order, or 'none' "
                    f"(default: all; --smoke: {','.join(SMOKE_ABLATIONS)}); choices: {', '.join(ABLATIONS)}")
+    p.add_argument("--distill", action="store_true",
+                   help="also distil (d) into one model after its folds (rekit distill; optional job) and score it: row (e)")
+    p.add_argument("--distill-unlabeled", action="store_true",
+                   help="with --distill: the dev sentences (labels unused) are the student's unlabeled text, as "
+                   "they are the MLM pretraining's")
+    p.add_argument("--distill-flags", default="", help="with --distill: more `rekit distill` flags for the student, "
+                   "e.g. '--alpha 0.8 --epochs 4' (default: rekit's defaults and the folds' settings)")
     p.add_argument("--device", default="auto", help="device for the dev evaluation")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on synthetic data: seconds on a CPU (implies --inline)")
     p.add_argument("--inline", action="store_true", help="run the jobs one by one in this process (no subprocesses)")
@@ -511,7 +572,7 @@ def run(args, p: argparse.ArgumentParser, argv: list[str] | None) -> int:
     command = "python benchmarks/klue_re_quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.dry_run:
         for j in jobs:
-            cmd = " ".join(j.cmd) if isinstance(j.cmd, list) else "(built when it starts, from the main pretraining's epochs)"
+            cmd = " ".join(j.cmd) if isinstance(j.cmd, list) else "(built when it starts)"
             print(f"{j.name}: {'required' if j.required else 'optional'}{', early' if j.early else ''}, after {j.after or '-'}, "
                   f"~{j.estimate:.0f}s\n    {cmd}")
         return 0

@@ -13,9 +13,9 @@ from jobs import Job, run_jobs  # noqa: E402
 
 
 def test_smoke_writes_every_row_and_the_table(tmp_path):
-    # about 40 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, dev scoring
+    # about 45 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, the distilled student, dev scoring
     out = tmp_path / "q"
-    assert klue_re_quality.main(["--out", str(out), "--smoke"]) == 0
+    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill"]) == 0
     result = json.loads((out / "quality.json").read_text())
     assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
     rows = result["rows"]
@@ -27,9 +27,12 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert result["pretrain"]["steps"] > 0
     # the merged fold runs form one rekit run directory (oof.csv for OOF-fit calibration and weights)
     assert (out / "work" / "rekit-5fold" / "oof.csv").is_file()
+    # (e): the ensemble distilled into one model, scored and timed beside (d)
+    assert rows["e"]["parameters"] == rows["c"]["parameters"] and 0 <= rows["e"]["micro_f1"] <= 100
+    assert rows["e"]["infer_samples_per_s"] > 0 and rows["d"]["infer_samples_per_s"] > 0
     table = (out / "quality.md").read_text()
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
-    assert "pretraining: none" in table
+    assert "pretraining: none" in table and "| (e) | (d) distilled into one model" in table
 
 
 def test_scheduler_order_dependencies_failures_and_deadline(tmp_path):

@@ -13,7 +13,7 @@ import sys
 from rekit.errors import RekitError
 
 # In the order `rekit --help` lists them.
-COMMANDS = ("demo", "pretrain", "train", "tune", "predict", "export", "serve", "runs", "report")
+COMMANDS = ("demo", "pretrain", "train", "distill", "tune", "predict", "export", "serve", "runs", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -335,6 +335,35 @@ class PretrainSettings:
                      hint="see `rekit pretrain --help` for the options")
 
 
+# -- rekit distill -------------------------------------------------------------------------------
+@dataclass
+class DistillSettings:
+    """How `rekit distill` trains one student from a run's fold ensemble (training/distill.py).
+
+    Per labeled row the loss is alpha * CE(gold) + (1 - alpha) * T^2 * KL(teacher_T || student_T),
+    where x_T is a distribution sharpened or softened by the temperature T (Hinton et al. 2015);
+    an unlabeled row (--unlabeled) has only the T^2 * KL term."""
+
+    # Defaults from a CPU measurement on synthetic data (README "Distil the ensemble into one model"):
+    # T 1 matched or beat T 2 at alpha 0.5 and 0.8; alpha 0.8 beat 0.5 and plain training (alpha 1).
+    alpha: float = _f(0.8, "weight of the gold label's cross-entropy; 1 - alpha goes to matching the ensemble's "
+                      "probabilities (0: the ensemble only, 1: plain training)", low=0, high=1)
+    temperature: float = _f(1.0, "softens (above 1) both the ensemble's and the student's distributions before they "
+                            "are compared; out-of-fold probabilities are soft already", low=0, low_open=True)
+    unlabeled: str | None = _f(None, "also learn the ensemble's probabilities on these sentences (any format "
+                               "`rekit predict` reads; labels in it are ignored)")
+
+    def __post_init__(self):
+        coerce_fields(self, _section("distill"))
+
+    @classmethod
+    def from_dict(cls, d: dict | None, flags: bool = False) -> DistillSettings:
+        """From a mapping (or the flags given, labelled `--name`); None values are skipped."""
+        label = flag_name if flags else _section("distill")
+        return build(cls, {k: v for k, v in (d or {}).items() if v is not None}, label,
+                     hint="see `rekit distill --help` for the options")
+
+
 # -- rekit tune ----------------------------------------------------------------------------------
 def _s(default: Any, flag: str, help: str, choices: tuple | None = None, **limits: Any):
     return option(default, help, choices, flag=flag, **limits)

@@ -79,12 +79,35 @@ def _how_to_load(fold: bool) -> str:
     return text
 
 
+def _distilled_lines(run: Path, distill: dict) -> list[str]:
+    """The card's story and scores for a run made by `rekit distill` (distill.json)."""
+    s = distill.get("settings") or {}
+    unlabeled = (f" and the ensemble's probabilities on {distill.get('n_unlabeled')} unlabeled sentences"
+                 if distill.get("n_unlabeled") else "")
+    return [f"# {run.name}: a rekit relation-extraction model distilled from an ensemble\n\n",
+            (f"One model (`fold-0/`) trained on all {distill.get('n_labeled', '?')} training rows from the "
+             f"out-of-fold probabilities of the {distill.get('teacher_models', '?')}-model ensemble "
+             f"`{distill.get('teacher', '?')}` (fingerprint `{str(distill.get('teacher_fingerprint', '?'))[:16]}`)"
+             f"{unlabeled}: alpha {s.get('alpha')} (gold-label cross-entropy weight), temperature "
+             f"{s.get('temperature')}. It predicts at the cost of one fold model.\n\n"),
+            "## Scores\n\n",
+            ("Nothing was held out, so there is no cross-validation score of the student (its last epoch is "
+             "kept); score it on a held-out file with `rekit evaluate`. The teacher's cross-validation "
+             f"(out-of-fold): {_scores_line(distill.get('teacher_cv') or {})}\n\n")]
+
+
 def run_card(run: Path) -> str:
     cfg = yaml.safe_load((run / "config.yaml").read_text(encoding="utf-8")) or {}
     summary, state = _read_json(run / "summary.json"), _read_json(run / "state.json")
     labels = summary.get("labels") or _read_json(run / "labels.json").get("labels", [])
     model_cfg = cfg.get("model") or {}
     folds = summary.get("folds") or []
+    distill = _read_json(run / "distill.json")
+    if distill:
+        return "".join([_front_matter(_base_model(model_cfg), labels, ("distillation",)), *_distilled_lines(run, distill),
+                        _describe_model(model_cfg), _data_lines(cfg, state),
+                        f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
+                        _how_to_load(fold=False)])
     lines = [_front_matter(_base_model(model_cfg), labels),
              f"# {run.name}: a rekit relation-extraction ensemble\n\n",
              (f"A soft-voting ensemble of {len(folds)} fold models (K-fold cross-validation) that classifies the "
@@ -107,14 +130,18 @@ def fold_card(run: Path, fold_dir: Path) -> str:
     state, result = _read_json(run / "state.json"), _read_json(fold_dir / "result.json")
     labels = _read_json(fold_dir / "labels.json").get("labels", [])
     model_cfg = cfg.get("model") or {}
+    distilled = (run / "distill.json").is_file()
+    what = ("the model of a rekit run distilled from an ensemble" if distilled
+            else "one fold model of a rekit relation-extraction ensemble")
+    scores = (f"Trained on {result.get('n_train', '?')} rows with nothing held out: no validation score here."
+              if distilled else f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
+              f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}")
     return "".join([
         _front_matter(_base_model(model_cfg), labels),
-        f"# {run.name}/{fold_dir.name}: one fold model of a rekit relation-extraction ensemble\n\n",
+        f"# {run.name}/{fold_dir.name}: {what}\n\n",
         _describe_model(model_cfg), _data_lines(cfg, state),
         f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
-        "## Scores\n\n",
-        (f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
-         f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}\n\n"),
+        "## Scores\n\n", scores + "\n\n",
         f"The ensemble's cross-validation scores are in `../{CARD}`.\n\n", _how_to_load(fold=True)])
 
 

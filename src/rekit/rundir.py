@@ -26,6 +26,7 @@ from rekit.io import atomic_path, atomic_write_text
 
 STATE, RESULT, FOLD_OOF = "state.json", "result.json", "oof.safetensors"
 CONFIG, METRICS, OOF_CSV = "config.yaml", "metrics.jsonl", "oof.csv"
+DISTILL = "distill.json"  # a run made by `rekit distill`: its teacher and the distillation settings
 # A saved model directory (a fold-k/ of a run, or a model directory on its own): REModel.save writes
 # these; modeling/integrity.py checks them without torch.
 SPEC_FILE, WEIGHTS_FILE, HEAD_FILE = "rekit.json", "model.safetensors", "head.safetensors"

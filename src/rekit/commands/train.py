@@ -11,6 +11,7 @@ from rekit.config import RunConfig, read_yaml
 from rekit.data.formats.source import check_file
 from rekit.errors import ConfigError
 from rekit.modeling.source import check_model_source
+from rekit.rundir import DISTILL
 
 # Flags that may accompany --resume: they change how the run is executed, not what it computes
 # (accumulation is exact, so --grad-accum only changes memory use: the way out after an OOM).
@@ -26,6 +27,9 @@ def resume_config(args) -> RunConfig:
     lock.check_free(run)  # a run another process is writing (maybe not yet its config.yaml): say so
     if not (run / "config.yaml").is_file():
         raise ConfigError(f"{run} is not a rekit run directory (no config.yaml); nothing to resume")
+    if (run / DISTILL).is_file():
+        raise ConfigError(f"{run} was made by `rekit distill`, which does not resume; run that command again "
+                          "with --overwrite")
     flags = explicit_flags(args)
     other = sorted(k for k in flags if k not in RESUME_FLAGS)
     if args.config or other:

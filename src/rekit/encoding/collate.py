@@ -82,6 +82,8 @@ class Collator:
         }
         if types is not None:
             batch["token_type_ids"] = types
+        if f.soft_targets is not None:  # distillation: (B, C) target probabilities, a graph input like labels
+            batch["soft_targets"] = torch.as_tensor(f.soft_targets[np.asarray(idx, dtype=np.int64)], dtype=torch.float32)
         return batch
 
 

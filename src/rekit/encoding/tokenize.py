@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.markers import Marked, first_segment, mark
@@ -27,6 +29,8 @@ class Features:
     subj_pos: list[int] = field(default_factory=list)  # (N,) token index of the subject start marker
     obj_pos: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)  # IGNORE_LABEL where unlabeled
+    # (N, C) float32 target probabilities for distillation (training/distill.py), row i with record i
+    soft_targets: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -40,6 +44,7 @@ class Features:
             pick(self.input_ids),
             None if self.token_type_ids is None else pick(self.token_type_ids),
             pick(self.subj_pos), pick(self.obj_pos), pick(self.labels),
+            None if self.soft_targets is None else self.soft_targets[np.asarray(idx, dtype=np.int64)],
         )
 
 

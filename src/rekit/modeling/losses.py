@@ -1,4 +1,5 @@
-"""Classification losses for the relation head: cross-entropy (with label smoothing) and focal.
+"""Classification losses for the relation head: cross-entropy (with label smoothing), focal, and
+distillation from target probabilities (`rekit distill`).
 
 `REModel.forward` calls `model.loss_fn(logits, labels)`; `make_loss` builds it from the
 training config, so a new loss needs no change to the loop.
@@ -40,6 +41,39 @@ class FocalLoss(nn.Module):
         p_true = log_p.gather(1, safe[:, None]).squeeze(1).exp()
         per_row = (1 - p_true).clamp(min=0) ** self.gamma * ce
         return (per_row * keep).sum() / keep.sum().clamp(min=1.0)
+
+
+class DistillLoss(nn.Module):
+    """Knowledge distillation (Hinton et al. 2015) from target probabilities, e.g. a fold ensemble's.
+
+    Per row: alpha * CE(logits, label) + (1 - alpha) * T^2 * KL(q_T || p_T), where p_T =
+    softmax(logits / T) and q_T = targets^(1/T), renormalised (the softmax of the teacher's log-
+    probabilities divided by T). T^2 keeps the soft term's gradients at the hard term's scale. A row
+    labelled `ignore_index` (an unlabeled sentence) has the soft term only, with weight 1. The mean
+    is over every row. alpha = 1 is exactly cross-entropy (with its label smoothing) on the labeled
+    rows. Masked, not indexed: static shapes, so the loss can be part of a CUDA graph.
+    """
+
+    def __init__(self, alpha: float = 0.8, temperature: float = 1.0, label_smoothing: float = 0.0,
+                 ignore_index: int = -100):
+        super().__init__()
+        if not 0 <= alpha <= 1 or temperature <= 0:
+            raise ValueError(f"distillation needs 0 <= alpha <= 1 and temperature > 0, got {alpha}, {temperature}")
+        self.alpha, self.temperature = alpha, temperature
+        self.label_smoothing, self.ignore_index = label_smoothing, ignore_index
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """logits: (B, C); labels: (B,) class ids or ignore_index; targets: (B, C) probabilities -> scalar."""
+        keep = (labels != self.ignore_index).to(torch.float32)
+        safe = torch.where(labels == self.ignore_index, torch.zeros_like(labels), labels)
+        ce = nn.functional.cross_entropy(logits.float(), safe, reduction="none", label_smoothing=self.label_smoothing)
+        t = self.temperature
+        log_p = torch.log_softmax(logits.float() / t, dim=-1)
+        log_q = torch.log_softmax(torch.log(targets.float().clamp(min=1e-12)) / t, dim=-1)
+        kl = (log_q.exp() * (log_q - log_p)).sum(dim=-1) * (t * t)
+        soft_weight = 1 - self.alpha * keep  # labeled rows: 1 - alpha; unlabeled rows: 1
+        per_row = self.alpha * keep * ce + soft_weight * kl
+        return per_row.mean()
 
 
 def make_loss(loss: str = "ce", label_smoothing: float = 0.0, focal_gamma: float = 2.0) -> nn.Module:

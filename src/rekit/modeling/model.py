@@ -65,13 +65,18 @@ class REModel(nn.Module):
         self.loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 1) > 1
 
-    def forward(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids=None, labels=None):
-        """input_ids, attention_mask: (B, T); subj_pos, obj_pos: (B,) -> logits (B, C), loss or None."""
+    def forward(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids=None, labels=None,
+                soft_targets=None):
+        """input_ids, attention_mask: (B, T); subj_pos, obj_pos: (B,) -> logits (B, C), loss or None.
+        soft_targets: (B, C) target probabilities for a distillation loss (losses.DistillLoss)."""
         kw = {"token_type_ids": token_type_ids} if (token_type_ids is not None and self.use_token_types) else {}
         h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
         logits = self.head(h, subj_pos, obj_pos)
-        loss = None if labels is None else self.loss_fn(logits.float(), labels)
-        return logits, loss
+        if labels is None:
+            return logits, None
+        if soft_targets is None:
+            return logits, self.loss_fn(logits.float(), labels)
+        return logits, self.loss_fn(logits.float(), labels, soft_targets)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer, label_map: LabelMap, weights: bool = True) -> None:

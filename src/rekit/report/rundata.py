@@ -56,11 +56,12 @@ class RunData:
         return self.state.get("status") or ("finished" if self.summary else "unknown")
 
     def score(self, metric: str) -> tuple[float | None, str]:
-        """(value, source): the out-of-fold CV score, else the mean of the finished folds' best."""
+        """(value, source): the out-of-fold CV score, else the mean of the finished folds' best. A fold
+        that held nothing out (`rekit distill`'s, n_valid 0) has no score to count."""
         cv = (self.summary or {}).get("cv") or {}
         if metric in cv:
             return float(cv[metric]), "oof"
-        values = [f["best"][metric] for f in self.folds if metric in (f.get("best") or {})]
+        values = [f["best"][metric] for f in self.folds if metric in (f.get("best") or {}) and f.get("n_valid") != 0]
         return (float(np.mean(values)), "folds") if values else (None, "")
 
     def per_class(self) -> list[dict]:

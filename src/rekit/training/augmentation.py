@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from rekit.config import TrainConfig, parse_augments
 from rekit.data.augment import augment_records
 from rekit.data.labels import LabelMap
@@ -17,9 +19,11 @@ from rekit.encoding.tokenize import Features
 
 
 def concat(a: Features, b: Features) -> Features:
+    """`a`'s rows, then `b`'s. Soft targets (distillation) are kept only if both have them."""
     types = None if a.token_type_ids is None or b.token_type_ids is None else a.token_type_ids + b.token_type_ids
+    soft = None if a.soft_targets is None or b.soft_targets is None else np.concatenate([a.soft_targets, b.soft_targets])
     return Features(a.input_ids + b.input_ids, types, a.subj_pos + b.subj_pos, a.obj_pos + b.obj_pos,
-                    a.labels + b.labels)
+                    a.labels + b.labels, soft)
 
 
 def training_features(feats: Features, train_idx: Sequence[int], records: Sequence[Record], cfg: TrainConfig,

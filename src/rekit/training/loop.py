@@ -81,7 +81,7 @@ def evaluate_split(model, feats: Features, label_map: LabelMap, pad_id: int, cfg
 def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: Features,
         cfg: TrainConfig, fold_dir: Path, seed: int, device: torch.device,
         log: MetricsLog | None = None, desc: str = "train", callbacks=(), resume: bool = False,
-        echo=None, dist=None) -> FitResult:
+        echo=None, dist=None, trainer: type[FoldTrainer] | None = None) -> FitResult:
     """Train `model` on `train`, select on `valid`, save the best weights in `fold_dir`.
 
     `callbacks` are called with each evaluation's row (a dict, as written to metrics.jsonl);
@@ -95,11 +95,12 @@ def fit(model: REModel, tokenizer, label_map: LabelMap, train: Features, valid: 
     share of each step's batch under DistributedDataParallel; evaluation decisions are identical
     on all processes (same weights, same validation set) and only the main process writes files.
     Every evaluation row also reports the training throughput since the previous evaluation.
+    `trainer`: a FoldTrainer subclass with another best-checkpoint rule (training/distill.py).
     """
     if cfg.save_every < -1:
         raise ConfigError(f"--save-every must be >= -1 (-1: never), got {cfg.save_every}")
-    t = FoldTrainer(model, tokenizer, label_map, train, valid, cfg, Path(fold_dir), seed, device,
-                    log=log, desc=desc, callbacks=callbacks, echo=echo, dist=dist)
+    t = (trainer or FoldTrainer)(model, tokenizer, label_map, train, valid, cfg, Path(fold_dir), seed, device,
+                                 log=log, desc=desc, callbacks=callbacks, echo=echo, dist=dist)
     if resume:
         t.resume()
     t.start()

@@ -76,10 +76,14 @@ def describe(m: dict) -> str:
 
 
 def rss_mib(pid: int) -> float:
+    """The process's resident memory plus its children's (the uvicorn workers with --workers > 1)."""
+    total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+            total = int(line.split()[1]) / 1024
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    kids = children.read_text().split() if children.exists() else []
+    return total + sum(rss_mib(int(k)) for k in kids)
 
 
 def env() -> dict:
@@ -205,6 +209,8 @@ def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list
     flags = MODES[mode] or ["--max-batch-size", str(args.max_batch_size), "--max-wait-ms", str(args.max_wait_ms)]
     if args.threads:
         flags = [*flags, "--threads", str(args.threads)]
+    if args.workers > 1:
+        flags = [*flags, "--workers", str(args.workers)]
     server = Server(run, flags, log, args.device)
     rows = []
     try:
@@ -220,7 +226,9 @@ def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list
             rows.append({"mode": mode, "clients": clients, "requests": len(bodies),
                          "requests_per_s": len(bodies) / wall, "examples_per_s": len(bodies) * args.items / wall,
                          "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "errors": errors,
-                         "mean_batch": examples / max(batches, 1), "rss_before_mib": rss0,
+                         # each scrape of /metrics reaches one worker: a mean over several is not known
+                         "mean_batch": examples / max(batches, 1) if args.workers == 1 else float("nan"),
+                         "rss_before_mib": rss0,
                          "rss_after_mib": rss_mib(server.proc.pid)})
             print(table_row(rows[-1]), flush=True)
     finally:
@@ -257,7 +265,7 @@ def table_row(r: dict) -> str:
             f"{r['errors']} | {r['mean_batch']:.1f} | {r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", type=Path, help="a trained run directory (else --train)")
     p.add_argument("--train", action="store_true", help="train a scratch run to serve first")
@@ -269,33 +277,40 @@ def main() -> int:
     p.add_argument("--max-batch-size", type=int, default=64, help="the batched server's (default: 64)")
     p.add_argument("--max-wait-ms", type=float, default=5.0, help="the batched server's (default: 5)")
     p.add_argument("--threads", type=int, help="torch CPU threads, for the server and the reference (default: torch's)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="server processes (rekit serve --workers; mean batch is then not reported) (default: 1)")
     p.add_argument("--device", default="cpu", help="the server's and the reference's: cpu, cuda, cuda:N (default: cpu)")
     p.add_argument("--client", choices=("raw", "httpx"), default="raw",
                    help="the load generator: a minimal HTTP/1.1 client (default) or httpx.AsyncClient")
     p.add_argument("--out", type=Path, help="write the rows as JSON here, and the markdown beside it (.md)")
     args = p.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="serve-load-"))
     if not args.run and not args.train:
         p.error("give --run RUN_DIR or --train")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    work = Path(tempfile.mkdtemp(prefix="serve-load-"))
     run = args.run or train_run(work, args.scratch_size, args.folds, args.device)
     items = test_items(work, 512)
-    before = machine(args.device)
-    lines = [f"machine: {describe(before)}; run {run}; {args.requests} requests of {args.items} example(s) per "
-             f"level; threads {args.threads or 'default'}; client {args.client}"]
+    start = machine(args.device)
+    lines = [f"machine: {describe(start)}; run {run}; {args.requests} requests of {args.items} example(s) per "
+             f"level; threads {args.threads or 'default'}; workers {args.workers}; client {args.client}"]
     print(lines[0], flush=True)
     ref = predict_reference(run, items, 512, args.threads, args.device)
     lines += [f"rekit predict (library predict_proba, batch 512, warm): {ref:.1f} examples/s", "", HEADER]
     print("\n".join(lines[1:]), flush=True)
     rows = [r for mode in MODES for r in bench_mode(run, mode, items, args, work / f"{mode}.log")]
-    after = os.getloadavg()[0]
-    lines += [table_row(r) for r in rows] + ["", f"load average (1 min) {before['load_average_1m']:.1f} at the "
-                                             f"start, {after:.1f} at the end"]
+    end = os.getloadavg()[0]
+    lines += [table_row(r) for r in rows]
+    lines += ["", f"load average (1 min) {start['load_average_1m']:.1f} at the start, {end:.1f} at the end"]
     print(lines[-1], flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"machine": before, "load_average_1m_end": after, "client": args.client,
-                                        "threads": args.threads, "predict_examples_per_s": ref, "rows": rows},
-                                       indent=2) + "\n")
+        meta = {"machine": start, "load_average_1m_end": end, "client": args.client, "threads": args.threads,
+                "workers": args.workers, "max_wait_ms": args.max_wait_ms}
+        args.out.write_text(json.dumps({**meta, "predict_examples_per_s": ref, "rows": rows}, indent=2) + "\n")
         args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 1 if any(r["errors"] for r in rows) else 0
 

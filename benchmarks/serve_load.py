@@ -75,15 +75,27 @@ def describe(m: dict) -> str:
     return f"{m['cpu']} ({m['cpus']} CPUs){gpu}; device {m['device']}; load average {m['load_average_1m']:.1f}"
 
 
+def _children(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(k) for k in path.read_text().split()] if path.exists() else []
+
+
+def cpu_seconds(pid: int, main_thread_only: bool = False) -> float:
+    """CPU time (user + system) of a process and its children, or of its main thread alone (the
+    server's event loop; the model runs on another thread)."""
+    stat = Path(f"/proc/{pid}/task/{pid}/stat" if main_thread_only else f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is fields[0]
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own if main_thread_only else own + sum(cpu_seconds(k) for k in _children(pid))
+
+
 def rss_mib(pid: int) -> float:
     """The process's resident memory plus its children's (the uvicorn workers with --workers > 1)."""
     total = float("nan")
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             total = int(line.split()[1]) / 1024
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    kids = children.read_text().split() if children.exists() else []
-    return total + sum(rss_mib(int(k)) for k in kids)
+    return total + sum(rss_mib(k) for k in _children(pid))
 
 
 def env() -> dict:
@@ -218,17 +230,7 @@ def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list
         asyncio.run(load(server.url, bodies[:16], 4, args.client))  # warm-up: first batches, connections
         rss0 = rss_mib(server.proc.pid)
         for clients in args.clients:
-            b0, n0 = server.metric("rekit_batch_size_count"), server.metric("rekit_batch_size_sum")
-            lat, errors, wall = asyncio.run(load(server.url, bodies, clients, args.client))
-            batches = server.metric("rekit_batch_size_count") - b0
-            examples = server.metric("rekit_batch_size_sum") - n0
-            p50, p95, p99 = np.percentile(np.array(lat) * 1000, [50, 95, 99])
-            rows.append({"mode": mode, "clients": clients, "requests": len(bodies),
-                         "requests_per_s": len(bodies) / wall, "examples_per_s": len(bodies) * args.items / wall,
-                         "p50_ms": p50, "p95_ms": p95, "p99_ms": p99, "errors": errors,
-                         # each scrape of /metrics reaches one worker: a mean over several is not known
-                         "mean_batch": examples / max(batches, 1) if args.workers == 1 else float("nan"),
-                         "rss_before_mib": rss0,
+            rows.append({"mode": mode, "clients": clients, **level(server, bodies, clients, args), "rss_before_mib": rss0,
                          "rss_after_mib": rss_mib(server.proc.pid)})
             print(table_row(rows[-1]), flush=True)
     finally:
@@ -236,6 +238,25 @@ def bench_mode(run: Path, mode: str, items: list[dict], args, log: Path) -> list
     if code != 0:
         raise SystemExit(f"the server exited with {code}; see {log}")
     return rows
+
+
+def level(server: Server, bodies: list[list[dict]], clients: int, args) -> dict:
+    """One concurrency level: throughput, latency, errors, mean batch and the server's CPU use."""
+    pid, one = server.proc.pid, args.workers == 1
+    b0, n0 = server.metric("rekit_batch_size_count"), server.metric("rekit_batch_size_sum")
+    cpu0, loop0 = cpu_seconds(pid), cpu_seconds(pid, main_thread_only=True)
+    lat, errors, wall = asyncio.run(load(server.url, bodies, clients, args.client))
+    cpu, loop = cpu_seconds(pid) - cpu0, cpu_seconds(pid, main_thread_only=True) - loop0
+    batches = server.metric("rekit_batch_size_count") - b0
+    examples = server.metric("rekit_batch_size_sum") - n0
+    p50, p95, p99 = np.percentile(np.array(lat) * 1000, [50, 95, 99])
+    return {"requests": len(bodies), "requests_per_s": len(bodies) / wall,
+            "examples_per_s": len(bodies) * args.items / wall, "p50_ms": p50, "p95_ms": p95, "p99_ms": p99,
+            "errors": errors,
+            # each scrape of /metrics reaches one worker, and the main thread is the supervisor's:
+            # with --workers > 1 neither the mean batch nor the event loop's share is known
+            "mean_batch": examples / max(batches, 1) if one else float("nan"),
+            "server_cpu_pct": 100 * cpu / wall, "loop_ms_per_request": 1000 * loop / len(bodies) if one else float("nan")}
 
 
 def predict_reference(run: Path, items: list[dict], batch: int, threads: int | None, device: str = "cpu") -> float:
@@ -256,13 +277,15 @@ def predict_reference(run: Path, items: list[dict], batch: int, threads: int | N
 
 
 HEADER = ("| mode | clients | requests | req/s | examples/s | p50 ms | p95 ms | p99 ms | errors | mean batch "
-          "| RSS before → after (MiB) |\n|---|---|---|---|---|---|---|---|---|---|---|")
+          "| server CPU % | event loop ms/request | RSS before → after (MiB) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def table_row(r: dict) -> str:
     return (f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.1f} | "
             f"{r['examples_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['errors']} | {r['mean_batch']:.1f} | {r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |")
+            f"{r['errors']} | {r['mean_batch']:.1f} | {r['server_cpu_pct']:.0f} | {r['loop_ms_per_request']:.2f} | "
+            f"{r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |")
 
 
 def parse_args() -> argparse.Namespace:

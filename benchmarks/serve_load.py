@@ -244,9 +244,10 @@ def level(server: Server, bodies: list[list[dict]], clients: int, args) -> dict:
     """One concurrency level: throughput, latency, errors, mean batch and the server's CPU use."""
     pid, one = server.proc.pid, args.workers == 1
     b0, n0 = server.metric("rekit_batch_size_count"), server.metric("rekit_batch_size_sum")
-    cpu0, loop0 = cpu_seconds(pid), cpu_seconds(pid, main_thread_only=True)
+    cpu0, loop0, mine0 = cpu_seconds(pid), cpu_seconds(pid, main_thread_only=True), sum(os.times()[:2])
     lat, errors, wall = asyncio.run(load(server.url, bodies, clients, args.client))
     cpu, loop = cpu_seconds(pid) - cpu0, cpu_seconds(pid, main_thread_only=True) - loop0
+    client_cpu = sum(os.times()[:2]) - mine0  # this process: the load generator
     batches = server.metric("rekit_batch_size_count") - b0
     examples = server.metric("rekit_batch_size_sum") - n0
     p50, p95, p99 = np.percentile(np.array(lat) * 1000, [50, 95, 99])
@@ -256,7 +257,8 @@ def level(server: Server, bodies: list[list[dict]], clients: int, args) -> dict:
             # each scrape of /metrics reaches one worker, and the main thread is the supervisor's:
             # with --workers > 1 neither the mean batch nor the event loop's share is known
             "mean_batch": examples / max(batches, 1) if one else float("nan"),
-            "server_cpu_pct": 100 * cpu / wall, "loop_ms_per_request": 1000 * loop / len(bodies) if one else float("nan")}
+            "client_cpu_pct": 100 * client_cpu / wall, "server_cpu_pct": 100 * cpu / wall,
+            "loop_ms_per_request": 1000 * loop / len(bodies) if one else float("nan")}
 
 
 def predict_reference(run: Path, items: list[dict], batch: int, threads: int | None, device: str = "cpu") -> float:
@@ -277,14 +279,15 @@ def predict_reference(run: Path, items: list[dict], batch: int, threads: int | N
 
 
 HEADER = ("| mode | clients | requests | req/s | examples/s | p50 ms | p95 ms | p99 ms | errors | mean batch "
-          "| server CPU % | event loop ms/request | RSS before → after (MiB) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| client CPU % | server CPU % | event loop ms/request | RSS before → after (MiB) |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def table_row(r: dict) -> str:
     return (f"| {r['mode']} | {r['clients']} | {r['requests']} | {r['requests_per_s']:.1f} | "
             f"{r['examples_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-            f"{r['errors']} | {r['mean_batch']:.1f} | {r['server_cpu_pct']:.0f} | {r['loop_ms_per_request']:.2f} | "
+            f"{r['errors']} | {r['mean_batch']:.1f} | {r['client_cpu_pct']:.0f} | {r['server_cpu_pct']:.0f} | "
+            f"{r['loop_ms_per_request']:.2f} | "
             f"{r['rss_before_mib']:.0f} → {r['rss_after_mib']:.0f} |")
 
 

@@ -3,10 +3,11 @@
 Each request queues its examples and awaits a future. One gatherer task takes the first waiting
 request, then every request already queued, and hands the batch to a single worker thread. While
 the model runs, new requests queue up and form the next batch, so under load batches fill up
-without waiting. When the queue runs dry first, the gatherer waits (at most `max_wait_ms` since
-the first request) only for company it has reason to expect: requests the server is reading or
-validating right now (`arriving`), or as many requests as the previous batch held (clients that
-overlapped then overlap again). A lone client therefore never waits for others that do not come.
+without waiting. When the queue runs dry first, the gatherer waits for others to join (at most
+`max_wait_ms` since the first request) unless it has no reason to expect any: the previous batch
+held a single request and no request is being read or validated right now (`arriving`). A lone
+client therefore does not pay the wait; concurrent clients do, and their requests, answered
+together, come back together (returning groups merge into one batch instead of alternating).
 A request is never split: one larger than `max_batch_size` runs alone, so `max_batch_size=1` is
 the one-request-at-a-time baseline. The event loop never runs the model,
 so /healthz answers during a slow batch.
@@ -96,7 +97,7 @@ class Batcher:
                 job = self._queue.get_nowait()  # already waiting: take it without a timer
             except asyncio.QueueEmpty:
                 left = deadline - time.monotonic()
-                if left <= 0 or not (self._arriving or len(batch) < self._last_jobs):
+                if left <= 0 or not (self._arriving or self._last_jobs > 1):
                     break  # nobody is expected: waiting would only delay this batch
                 try:
                     job = await asyncio.wait_for(self._queue.get(), left)

@@ -296,6 +296,35 @@ def test_batcher_gathers_concurrent_requests_and_splits_the_results():
     assert seen == [8, 9]  # four 2-example requests in one batch; the 9 did not fit, so it ran next
 
 
+def test_batcher_waits_only_for_requests_it_expects():
+    seen = []
+
+    def predict(records):
+        seen.append(list(records))
+        return np.zeros((len(records), 1))
+
+    async def go():
+        b = Batcher(predict, max_batch_size=10, max_wait_ms=2000)
+        b.start()
+        t0 = time.perf_counter()
+        await b.submit(["alone"])  # nobody else is coming: no 2 s wait
+        alone = time.perf_counter() - t0
+
+        async def late():
+            with b.arriving():  # being read and validated: the batch waits for it
+                await asyncio.sleep(0.05)
+            return await b.submit(["late"])
+
+        latecomer = asyncio.ensure_future(late())
+        await asyncio.sleep(0)  # `late` announces itself first
+        await asyncio.gather(b.submit(["first"]), latecomer)
+        await b.close()
+        return alone
+
+    alone = asyncio.run(go())
+    assert alone < 1.0 and seen == [["alone"], ["first", "late"]]
+
+
 def test_batcher_runs_the_model_off_the_event_loop_and_survives_model_errors():
     def predict(records):
         time.sleep(0.5)

@@ -93,7 +93,8 @@ def register(sub) -> None:
                    help="examples per model batch gathered from concurrent requests; a larger request runs alone, "
                    "so 1 serves one request at a time (default: 64)")
     p.add_argument("--max-wait-ms", type=float, default=5.0,
-                   help="how long the first request of a batch waits for others to join (default: 5)")
+                   help="how long the first request of a batch may wait for others to join; it does not wait when "
+                   "the previous batch was a single request and no other is being read (default: 5)")
     p.add_argument("--max-items", type=_positive(int), default=256, help="examples per request (default: 256)")
     p.add_argument("--max-body-bytes", type=_positive(int), default=1 << 20,
                    help="request body size; larger bodies are refused before they are read (default: 1048576)")

@@ -139,12 +139,14 @@ def add_routes(app: FastAPI, state: ServerState) -> None:
             "in label order)")):
         if state.model is None:
             return _not_ready(state)
-        body = await read_body(request, state.settings.limits.max_body_bytes)
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise RequestProblems(400, [Problem(None, "body", f"the body is not valid JSON: {e}", "bad_json")]) from None
-        records = parse_examples(data, state.settings.limits)
+        with state.batcher.arriving():  # a batch being gathered waits for this request
+            body = await read_body(request, state.settings.limits.max_body_bytes)
+            try:
+                data = json.loads(body)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise RequestProblems(400, [Problem(None, "body", f"the body is not valid JSON: {e}",
+                                                    "bad_json")]) from None
+            records = parse_examples(data, state.settings.limits)
         probs = await state.batcher.submit(records)
         return JSONResponse(_predictions(state.model, records, probs, top_k))
 

@@ -1,11 +1,15 @@
 """Dynamic batching: requests that arrive together share one model call, run off the event loop.
 
 Each request queues its examples and awaits a future. One gatherer task takes the first waiting
-request, then keeps taking requests until the batch holds `max_batch_size` examples or
-`max_wait_ms` has passed since that first one, and hands the batch to a single worker thread.
-While the model runs, new requests queue up and form the next batch, so under load batches fill
-up without waiting. A request is never split: one larger than `max_batch_size` runs alone, so
-`max_batch_size=1` is the one-request-at-a-time baseline. The event loop never runs the model,
+request, then every request already queued, and hands the batch to a single worker thread. While
+the model runs, new requests queue up and form the next batch, so under load batches fill up
+without waiting. When the queue runs dry first, the gatherer waits for others to join (at most
+`max_wait_ms` since the first request) unless it has no reason to expect any: the previous batch
+held a single request and no request is being read or validated right now (`arriving`). A lone
+client therefore does not pay the wait; concurrent clients do, and their requests, answered
+together, come back together (returning groups merge into one batch instead of alternating).
+A request is never split: one larger than `max_batch_size` runs alone, so `max_batch_size=1` is
+the one-request-at-a-time baseline. The event loop never runs the model,
 so /healthz answers during a slow batch.
 """
 
@@ -14,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -39,6 +43,8 @@ class Batcher:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rekit-model")
         self._task: asyncio.Task | None = None
+        self._arriving = 0  # requests being read or validated: each will be submitted soon
+        self._last_jobs = 0  # requests in the previous batch
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="rekit-batcher")
@@ -46,6 +52,15 @@ class Batcher:
     async def run_in_worker(self, fn: Callable, *args):
         """`fn(*args)` on the model thread (loading the model: it then finishes before any batch)."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @contextlib.contextmanager
+    def arriving(self) -> Iterator[None]:
+        """Wrap the reading and validating of a request: a batch being gathered waits for it."""
+        self._arriving += 1
+        try:
+            yield
+        finally:
+            self._arriving -= 1
 
     async def submit(self, records: Sequence[Record]) -> np.ndarray:
         """(len(records), C) probabilities, computed in some batch together with other requests."""
@@ -70,6 +85,7 @@ class Batcher:
         while True:
             first = carry or await self._queue.get()
             batch, carry = await self._gather(first)
+            self._last_jobs = len(batch)
             await self._predict(batch)
 
     async def _gather(self, first: _Job) -> tuple[list[_Job], _Job | None]:
@@ -81,8 +97,8 @@ class Batcher:
                 job = self._queue.get_nowait()  # already waiting: take it without a timer
             except asyncio.QueueEmpty:
                 left = deadline - time.monotonic()
-                if left <= 0:
-                    break
+                if left <= 0 or not (self._arriving or self._last_jobs > 1):
+                    break  # nobody is expected: waiting would only delay this batch
                 try:
                     job = await asyncio.wait_for(self._queue.get(), left)
                 except TimeoutError:

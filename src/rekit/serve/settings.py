@@ -16,7 +16,7 @@ class ServeSettings:
     model_path: str
     device: str = "auto"
     max_batch_size: int = 64  # examples per model batch (a larger request runs alone)
-    max_wait_ms: float = 5.0  # how long the first request of a batch waits for others
+    max_wait_ms: float = 5.0  # the longest the first request of a batch waits for others
     limits: Limits = field(default_factory=Limits)
     api_key_file: str | None = None  # None: no authentication
     threads: int | None = None  # torch CPU threads for the model (None: torch's default)

@@ -9,8 +9,8 @@ held a single request and no request is being read or validated right now (`arri
 client therefore does not pay the wait; concurrent clients do, and their requests, answered
 together, come back together (returning groups merge into one batch instead of alternating).
 A request is never split: one larger than `max_batch_size` runs alone, so `max_batch_size=1` is
-the one-request-at-a-time baseline. The event loop never runs the model,
-so /healthz answers during a slow batch.
+the one-request-at-a-time baseline. The event loop never runs the model, so /healthz answers
+during a slow batch.
 """
 
 from __future__ import annotations

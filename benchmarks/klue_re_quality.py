@@ -125,18 +125,35 @@ def matched_pretrain(r: dict, train: str, extra: list[str], out: Path, tokenizer
     return cmd
 
 
-def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool, flags: str = ""):
-    """`rekit distill` of the merged fold runs (merged when the job starts, after every fold)."""
-    def cmd() -> list[str]:
-        from rekit.data.labels import LabelMap
-        from rekit.data.readers import read_records
+def merged_teacher(r: dict, work: Path, train: str) -> Path:
+    """The fold runs merged into one run directory (when a job that reads it starts, after every fold)."""
+    from rekit.data.labels import LabelMap
+    from rekit.data.readers import read_records
 
-        records, _ = read_records(train)
-        merge_folds(work, r["finetune"]["folds"], records, LabelMap.infer([x.label for x in records]))
-        cmd = rekit("distill", str(work / "rekit-5fold"), "--output", str(work / "distilled"), "--overwrite",
+    records, _ = read_records(train)
+    merge_folds(work, r["finetune"]["folds"], records, LabelMap.infer([x.label for x in records]))
+    return work / "rekit-5fold"
+
+
+def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool, flags: str = ""):
+    """`rekit distill` of the merged fold runs into one model."""
+    def cmd() -> list[str]:
+        cmd = rekit("distill", str(merged_teacher(r, work, train)), "--output", str(work / "distilled"), "--overwrite",
                     "--no-progress", "--eval-batch-size", "512")
         cmd += ["--compile", "off"] if EAGER else []
         return cmd + (["--unlabeled", dev] if unlabeled else []) + shlex.split(flags)
+    return cmd
+
+
+def students_cmd(r: dict, work: Path, train: str, dev: str):
+    """Self-training: `rekit distill --folds K` of the merged fold runs: K students on the same folds,
+    each learning its training rows (gold + out-of-fold probabilities) and the dev sentences
+    (unlabeled: the ensemble's probabilities), each validated on its held-out rows."""
+    def cmd() -> list[str]:
+        cmd = rekit("distill", str(merged_teacher(r, work, train)), "--output", str(work / "students"), "--overwrite",
+                    "--no-progress", "--eval-batch-size", "512", "--folds", str(r["finetune"]["folds"]),
+                    "--unlabeled", dev)
+        return cmd + (["--compile", "off"] if EAGER else [])
     return cmd
 
 
@@ -159,6 +176,9 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     for k in range(folds):
         jobs.append(Job(f"fold{k}", finetune_cmd(r, str(work / "enc-main"), train, work / f"run-fold{k}", k),
                         after=["pretrain"], estimate=ft_estimate, required=True))
+    if args.self_train:  # K students on train + dev sentences: about 1.3 fold jobs per epoch, at the same time
+        jobs.append(Job("students", students_cmd(r, work, train, dev), after=[f"fold{k}" for k in range(folds)],
+                        estimate=ft_estimate * 1.4, required=True))
     if args.distill:  # one model on every row: about K/(K-1) of a fold job per epoch, plus the merge
         jobs.append(Job("distill", distill_cmd(r, work, train, dev, args.distill_unlabeled, args.distill_flags),
                         after=[f"fold{k}" for k in range(folds)], estimate=ft_estimate * 1.5))
@@ -387,6 +407,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             rows["d"]["infer_samples_per_s"] = infer_rate(list(fold_dirs.values()), dev, args.device)
             rows["e"]["infer_samples_per_s"] = infer_rate([student], dev, args.device)
 
+    rows.update(students_row(args, work, jobs, dev, y, label_map, minutes("pretrain", *[f"fold{i}" for i in fold_dirs],
+                                                                          "students")))
     improvements = []
     if "c" in rows:
         ref = rows["c"]
@@ -405,6 +427,20 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             "pretrain_seconds": pre.seconds if pre else None}
 
 
+def students_row(args, work: Path, jobs: dict[str, Job], dev, y, label_map, job_minutes: float) -> dict:
+    """Row (f): the self-trained students' ensemble (`rekit distill --folds K`), if it finished."""
+    import numpy as np
+
+    job = jobs.get("students")
+    dirs = sorted(d for d in (work / "students").glob("fold-*") if model_ready(d))
+    if not dirs or job is None or job.status != "ok":
+        return {}
+    probs, params = dev_probas(dirs, dev, args.device)
+    return {"f": {"name": f"self-trained: {len(dirs)} students on (d)'s folds + dev sentences (rekit distill --folds)",
+                  **scores(y, np.mean(probs, axis=0), label_map), "job_minutes": job_minutes,
+                  "parameters": sum(params)}}
+
+
 def _read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
@@ -421,7 +457,7 @@ def markdown(result: dict) -> str:
              f"(budget {result['budget_minutes']} min); jobs ran concurrently on one device, so job-minutes overlap.",
              "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair", "e"):
+    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair", "f", "e"):
         if key in rows:
             x = rows[key]
             lines.append(f"| ({key}) | {x['name']} | {x['micro_f1']:.2f} | {x['auprc']:.2f} | {x['accuracy']:.3f} | "
@@ -440,6 +476,10 @@ def markdown(result: dict) -> str:
     if "c" in rows and "d" in rows:
         lines.append(f"| ensemble: {rows['d']['name']} vs fold 0 | {rows['d']['micro_f1']:.2f} | {rows['d']['auprc']:.2f} | "
                      f"{rows['d']['micro_f1'] - rows['c']['micro_f1']:+.2f} | {rows['d']['auprc'] - rows['c']['auprc']:+.2f} |")
+    if "d" in rows and "f" in rows:
+        f, d = rows["f"], rows["d"]
+        lines.append(f"| self-training: (f) instead of (d) | {f['micro_f1']:.2f} | {f['auprc']:.2f} | "
+                     f"{f['micro_f1'] - d['micro_f1']:+.2f} | {f['auprc'] - d['auprc']:+.2f} |")
     for key, what in (("d+em", "--adapt-priors em"), ("d+bcts+em", "--calibrate bcts --adapt-priors em")):
         if key in rows:
             lines.append(f"| prior adaptation: {what} on (d) | {rows[key]['micro_f1']:.2f} | {rows[key]['auprc']:.2f} | "
@@ -523,6 +563,9 @@ def main(argv: list[str] | None = None) -> int:
                    "they are the MLM pretraining's")
     p.add_argument("--distill-flags", default="", help="with --distill: more `rekit distill` flags for the student, "
                    "e.g. '--alpha 0.8 --epochs 4' (default: rekit's defaults and the folds' settings)")
+    p.add_argument("--self-train", action="store_true",
+                   help="row (f): after (d), `rekit distill --folds K --unlabeled DEV` trains K students on the same "
+                   "folds, each also learning (d)'s probabilities on the dev sentences (labels unused); their ensemble")
     p.add_argument("--device", default="auto", help="device for the dev evaluation")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on synthetic data: seconds on a CPU (implies --inline)")
     p.add_argument("--inline", action="store_true", help="run the jobs one by one in this process (no subprocesses)")

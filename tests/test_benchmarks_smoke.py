@@ -53,3 +53,12 @@ def test_scaling_smoke(tmp_path):
     assert results[0]["cv_micro_f1"] == results[1]["cv_micro_f1"]
     md = (tmp_path / "scaling.md").read_text()
     assert "| folds-2 (off) |" in md and "%" in md
+
+
+def test_pretrain_throughput_smoke(tmp_path):
+    import pretrain_throughput
+
+    assert pretrain_throughput.main(["--out", str(tmp_path), "--smoke"]) == 0
+    (row,) = json.loads((tmp_path / "pretrain_throughput.json").read_text())["rows"]
+    assert row["size"] == "tiny" and row["samples_per_s"] > 0 and row["final_loss"] > 0
+    assert 0 < row["host_ms"] and 0 < row["host_rowloop_ms"] and row["gpu_ms"] > 0

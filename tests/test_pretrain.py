@@ -8,7 +8,7 @@ import torch
 from rekit.cli import main
 from rekit.data.readers import write_csv
 from rekit.data.synthetic import make_splits
-from rekit.modeling.mlm_data import IGNORE, MLMCollator, encode_corpus, unique_texts
+from rekit.modeling.mlm_data import IGNORE, MLMCollator, PackedRows, encode_corpus, unique_texts
 from rekit.modeling.scratch import train_tokenizer
 from rekit.training.pretrain import (
     PretrainSettings,
@@ -50,6 +50,20 @@ def test_masking_share_specials_and_labels(tok, masking):
         chosen += int(target.sum())
         total += int((~special).sum())
     assert 0.08 < chosen / total < 0.25
+
+
+def test_packed_rows_pad_a_batch_like_a_row_loop(tok):
+    corpus = encode_corpus(tok, unique_texts(TEXTS), 64)
+    rows = PackedRows(corpus)
+    for idx in ([0], [5, 1, 3], list(range(len(corpus)))[::-7]):
+        ids, words, attention = rows.batch(idx, 8, tok.pad_token_id)
+        width = -(-max(len(corpus.input_ids[i]) for i in idx) // 8) * 8
+        assert ids.shape == words.shape == attention.shape == (len(idx), width)
+        for row, i in enumerate(idx):
+            n = len(corpus.input_ids[i])
+            assert ids[row, :n].tolist() == corpus.input_ids[i] and words[row, :n].tolist() == corpus.word_ids[i]
+            assert (ids[row, n:] == tok.pad_token_id).all() and (words[row, n:] == -1).all()
+            assert attention[row].tolist() == [1] * n + [0] * (width - n)
 
 
 def test_whole_word_masking_masks_every_piece_of_a_word(tok):

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 MASKINGS = ("token", "word", "span")
@@ -66,6 +67,32 @@ def encode_corpus(tokenizer, texts: Sequence[str], max_length: int, chunk: int =
     return corpus
 
 
+class PackedRows:
+    """A corpus's token and word ids in two flat arrays with row offsets, so a batch is padded by
+    one vectorised gather instead of a Python loop over its rows (the host prepares every
+    pretraining step; on a GPU that work, not the step, can set the pace)."""
+
+    def __init__(self, corpus: MLMCorpus):
+        self.lengths = np.asarray(corpus.lengths(), dtype=np.int64)
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.ids = np.fromiter((t for row in corpus.input_ids for t in row), dtype=np.int64, count=int(self.lengths.sum()))
+        self.words = np.fromiter((w for row in corpus.word_ids for w in row), dtype=np.int64, count=len(self.ids))
+
+    def batch(self, idx: Sequence[int], multiple_of: int, pad_id: int):
+        """(input_ids, word_ids, attention_mask), each (B, T) long: T is the longest row rounded up
+        to `multiple_of`; padding is `pad_id`, word -1 and attention 0."""
+        idx = np.asarray(idx, dtype=np.int64)
+        lengths = self.lengths[idx]
+        width = -(-int(lengths.max()) // multiple_of) * multiple_of
+        pos = np.arange(width)
+        real = pos[None, :] < lengths[:, None]
+        # Padding positions read the row's last token (any in-range index), then are overwritten.
+        src = self.offsets[idx][:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
+        ids = np.where(real, self.ids[src], pad_id)
+        words = np.where(real, self.words[src], -1)
+        return torch.from_numpy(ids), torch.from_numpy(words), torch.from_numpy(real.astype(np.int64))
+
+
 class MLMCollator:
     """Pads a batch and masks it: -> input_ids, attention_mask, labels (B, T), and the flat
     positions of the predicted tokens with their labels: target_index, target_labels (M,)."""
@@ -84,18 +111,10 @@ class MLMCollator:
         # Random replacements come from ordinary tokens only (never [CLS], [PAD], markers...).
         special = set(tokenizer.all_special_ids)
         self.random_pool = torch.tensor([i for i in range(len(tokenizer)) if i not in special], dtype=torch.long)
+        self.rows = PackedRows(corpus)
 
     def __call__(self, idx: Sequence[int], generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        c = self.corpus
-        longest = max(len(c.input_ids[i]) for i in idx)
-        width = -(-longest // self.multiple_of) * self.multiple_of
-        ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-        words = torch.full((len(idx), width), -1, dtype=torch.long)
-        for row, i in enumerate(idx):
-            n = len(c.input_ids[i])
-            ids[row, :n] = torch.as_tensor(c.input_ids[i])
-            words[row, :n] = torch.as_tensor(c.word_ids[i])
-        attention = (torch.arange(width)[None, :] < torch.as_tensor([len(c.input_ids[i]) for i in idx])[:, None]).long()
+        ids, words, attention = self.rows.batch(idx, self.multiple_of, self.pad_id)
         chosen = self.choose(words, generator)
         labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE))
         masked = ids.clone()

@@ -43,18 +43,28 @@ from jobs import Job, run_inline, run_jobs  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "klue-re"
 
-# The offline recipe (GPU). Pretraining: MLM on train + dev sentences; fine-tuning: typed entity
-# markers (punct) read by the entity-start head. Every ablation changes one thing of "finetune".
-RECIPE = {
-    "size": "medium", "vocab": 12000,
-    "pretrain": {"epochs": 200, "lr": 1e-4, "batch_size": 128, "masking": "word", "max_length": 256},
-    "finetune": {"epochs": 6, "lr": 1e-4, "batch_size": 32, "warmup_ratio": 0.1, "dropout": 0.1,
-                 "marker": "typed_entity_marker_punct", "head": "entity", "first_segment": "none",
-                 "max_length": 256, "metric": "micro_f1", "folds": 5},
-}
+RECIPE_FILE = ROOT / "configs" / "offline-klue.yaml"
+
+
+def read_recipe(path: Path = RECIPE_FILE) -> dict:
+    """The shipped recipe file in the shape the jobs use: size, vocab, tokenizer, pretrain, finetune
+    (model + train sections), distill. Checked as `rekit train/pretrain/distill --config` check it."""
+    from rekit import configfile
+
+    c = configfile.load(path)
+    finetune = configfile.run_options(c)  # the file's data/model/train options, converted
+    return {"size": finetune.pop("scratch_size"), "vocab": finetune.pop("scratch_vocab_size"),
+            "tokenizer": finetune.pop("scratch_tokenizer"), "pretrain": configfile.section(c, "pretrain"),
+            "finetune": finetune, "distill": configfile.section(c, "distill")}
+
+
+# The offline recipe (GPU), read from configs/offline-klue.yaml so the two cannot diverge.
+# Pretraining: MLM on train + dev sentences; fine-tuning: typed entity markers (punct) read by the
+# entity-start head. Every ablation changes one thing of "finetune".
+RECIPE = read_recipe()
 # The same pipeline at CPU-seconds scale (--smoke): tiny sizes, one epoch, two folds.
 SMOKE = {
-    "size": "tiny", "vocab": 1500,
+    **RECIPE, "size": "tiny", "vocab": 1500,
     "pretrain": {**RECIPE["pretrain"], "epochs": 1, "lr": 1e-3, "batch_size": 32, "max_length": 96},
     "finetune": {**RECIPE["finetune"], "epochs": 1, "lr": 1e-3, "max_length": 96, "folds": 2},
 }
@@ -140,6 +150,7 @@ def distill_cmd(r: dict, work: Path, train: str, dev: str, unlabeled: bool, flag
     def cmd() -> list[str]:
         cmd = rekit("distill", str(merged_teacher(r, work, train)), "--output", str(work / "distilled"), "--overwrite",
                     "--no-progress", "--eval-batch-size", "512")
+        cmd += [x for k, v in r["distill"].items() for x in (f"--{k.replace('_', '-')}", str(v))]
         cmd += ["--compile", "off"] if EAGER else []
         return cmd + (["--unlabeled", dev] if unlabeled else []) + shlex.split(flags)
     return cmd
@@ -163,7 +174,7 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     pre_minutes = max(0.2, min(args.pretrain_minutes, 0.5 * args.budget_minutes))
     ft_estimate = 30.0 if args.smoke else args.finetune_estimate
     pre_estimate = pre_minutes * 60 + 40
-    jobs = [Job("pretrain", pretrain_cmd(r, train, [dev], work / "enc-main", pre_minutes, "wordpiece"),
+    jobs = [Job("pretrain", pretrain_cmd(r, train, [dev], work / "enc-main", pre_minutes, r["tokenizer"]),
                 estimate=pre_estimate, required=True)]
     if not args.no_community:
         cmd = [sys.executable, str(ROOT / "benchmarks" / "community_recipe.py"), "--train", train, "--dev", dev,

@@ -15,7 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 # Lowest first. A package name ("data") covers every module under it; a longer prefix wins.
 LAYERS: dict[str, int] = {
     # L0 core: no rekit imports above this line
-    "rekit.errors": 0, "rekit.io": 0, "rekit.convert": 0, "rekit.config": 0, "rekit.lock": 0, "rekit.runtime": 0,
+    "rekit.errors": 0, "rekit.io": 0, "rekit.convert": 0, "rekit.config": 0, "rekit.configfile": 0, "rekit.lock": 0,
+    "rekit.runtime": 0,
     # L1 data, the run-directory format (read and write; torch-free) and the model cards written into it
     "rekit.data": 1, "rekit.rundir": 1, "rekit.modelcard": 1,
     # L2 features and scores

@@ -5,7 +5,8 @@ flags (`rekit train/pretrain/tune`), the YAML keys and the checks are generated 
 fields. Values are converted by `rekit.convert` (`lr: 2e-5`, `epochs: "3"`, `overwrite: "false"`)
 and a wrong one is one line naming the key, e.g. `train.lr: expected a positive number, got 'abc'`.
 Field names are unique across the data/model/train sections so each one is also a flag
-(`--max-length`).
+(`--max-length`). A file may also hold other commands' sections (pretrain:, distill:): RunConfig
+checks them and leaves them to their commands (rekit/configfile.py).
 
 Public API:
     RunConfig.from_dict({"train": {"lr": "2e-5"}}, overrides={"epochs": 3})  # YAML-shaped or flat keys
@@ -228,22 +229,12 @@ class RunConfig:
         overrides (flags: a None value means "not given"). Values are converted; a wrong one, or an
         unknown key, is a one-line ConfigError naming it (`train.lr: ...`; `--lr: ...` for an override)."""
         owners = field_owners()
-        given: dict[str, tuple[Any, str]] = {}  # field -> (value, how the user named it)
-        for key, value in (d or {}).items():
-            key = str(key)
-            if key in SECTIONS:
-                if value is None:  # an empty section in YAML
-                    continue
-                if not isinstance(value, dict):
-                    raise ConfigError(f"config section '{key}' must be a mapping, got {value!r}")
-                given.update({str(k).replace("-", "_"): (v, f"{key}.{k}") for k, v in value.items()})
-            else:
-                given[key.replace("-", "_")] = (value, key)
+        given = given_options(d)
         given.update({k.replace("-", "_"): (v, flag_name(k)) for k, v in (overrides or {}).items() if v is not None})
         kwargs: dict[str, dict] = {name: {} for name in SECTIONS}
         for name, (value, where) in given.items():
             if name not in owners:
-                raise unknown_key(where, [*owners, *SECTIONS], hint=TRAIN_HELP, aliases=ALIASES)
+                raise unknown_key(where, [*owners, *SECTIONS, *COMMAND_SECTIONS], hint=TRAIN_HELP, aliases=ALIASES)
             klass = SECTIONS[owners[name]]
             kwargs[owners[name]][name] = convert(_field(klass, name), value, where)
         return cls(**{name: SECTIONS[name](**kw) for name, kw in kwargs.items()})
@@ -257,6 +248,31 @@ class RunConfig:
             return cls.from_dict(data, overrides)
         except ConfigError as e:
             raise ConfigError(f"{path}: {e}") from None
+
+
+def section_of(d: dict, name: str) -> dict:
+    """One section of a config mapping ({} if absent or empty); a one-line error if not a mapping."""
+    value = d.get(name)
+    if value is not None and not isinstance(value, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping, got {value!r}")
+    return value or {}
+
+
+def given_options(d: dict | None) -> dict[str, tuple[Any, str]]:
+    """The data/model/train options a config mapping sets, in sections or as flat keys:
+    field -> (value, how the user named it, e.g. 'train.lr'). Another command's section
+    (pretrain:, distill:) is checked whole, then left to that command."""
+    given: dict[str, tuple[Any, str]] = {}
+    d = d or {}
+    for key, value in d.items():
+        key = str(key)
+        if key in SECTIONS:
+            given.update({str(k).replace("-", "_"): (v, f"{key}.{k}") for k, v in section_of(d, key).items()})
+        elif key in COMMAND_SECTIONS:
+            COMMAND_SECTIONS[key].from_dict(section_of(d, key))
+        else:
+            given[key.replace("-", "_")] = (value, key)
+    return given
 
 
 def _field(klass: type, name: str) -> dataclasses.Field:
@@ -410,3 +426,9 @@ def _tune_label(name: str) -> str:
     if name not in flags:  # an unknown setting: named as the user wrote it
         return name
     return flags[name] or f"tune.{name}"
+
+
+# The sections of other commands that a config file may hold beside data/model/train (one file
+# for the whole pipeline, e.g. configs/offline-klue.yaml); each command reads its own. Not `tune:`:
+# `rekit train --config` must not silently ignore a search space (rekit tune splits it off first).
+COMMAND_SECTIONS: dict[str, Any] = {"pretrain": PretrainSettings, "distill": DistillSettings}

@@ -6,7 +6,7 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from rekit import lock, rundir
+from rekit import configfile, lock, rundir
 from rekit.commands import READ_FIELDS, add_config_flags, add_field_flag, explicit_flags
 from rekit.config import DistillSettings
 from rekit.data.formats.source import check_file
@@ -21,7 +21,25 @@ STUDENT_FIELDS = ("model", "scratch_size", "scratch_vocab_size", "marker", "firs
                   "deterministic", "device", "progress", "report_to")
 
 
-def _check_paths(args, flags: dict) -> None:
+# What a student takes from `--config FILE` besides its distill: section: the model/train options
+# above, except where it goes (output, overwrite: the file's are the teacher's; flags only).
+FROM_RUN_CONFIG = tuple(k for k in STUDENT_FIELDS if k not in ("output", "overwrite"))
+
+
+def options(args) -> tuple[dict, dict]:
+    """(student options, distillation settings): the file's (--config), then the flags given."""
+    flags = explicit_flags(args)
+    given = [f.name for f in dataclasses.fields(DistillSettings) if hasattr(args, f.name)]
+    checked = DistillSettings.from_dict({k: getattr(args, k) for k in given}, flags=True)  # before torch is imported
+    settings = {k: getattr(checked, k) for k in given}
+    if args.config:
+        data = configfile.load(args.config)
+        flags = {**configfile.run_options(data, FROM_RUN_CONFIG), **flags}
+        settings = {**configfile.section(data, "distill"), **settings}
+    return flags, settings
+
+
+def _check_paths(args, flags: dict, settings: dict) -> None:
     """What can be checked without torch: the teacher run, the files, the output directory."""
     run = Path(args.run_dir)
     if not run.is_dir():
@@ -30,9 +48,9 @@ def _check_paths(args, flags: dict) -> None:
     if not (run / rundir.OOF_CSV).is_file():
         raise RekitError(f"{run} has no out-of-fold probabilities (no {rundir.OOF_CSV}); distil a run made by "
                          "`rekit train` with 2 or more folds")
-    for name in ("train", "unlabeled"):
-        if getattr(args, name, None):
-            check_file(Path(getattr(args, name)))
+    for path in (args.train, settings.get("unlabeled")):
+        if path:
+            check_file(Path(path))
     if "model" in flags:
         check_model_source(flags["model"])
     rundir.check_new(flags.get("output"), bool(flags.get("overwrite")), resumable=False)
@@ -40,12 +58,10 @@ def _check_paths(args, flags: dict) -> None:
 
 
 def run(args) -> int:
-    flags = explicit_flags(args)
+    flags, settings = options(args)
     if "progress" not in flags:
         flags["progress"] = sys.stderr.isatty()  # bars only on a terminal, not in a log file
-    _check_paths(args, flags)
-    settings = {f.name: getattr(args, f.name) for f in dataclasses.fields(DistillSettings) if hasattr(args, f.name)}
-    DistillSettings.from_dict(settings, flags=True)  # a bad --alpha fails before torch is imported
+    _check_paths(args, flags, settings)
     from rekit.api.distilling import distill
 
     out = Path(flags.pop("output"))
@@ -75,6 +91,9 @@ def register(sub) -> None:
                        "(fold-0/, trained on every row, nothing held out: the last epoch is kept) that "
                        "`rekit predict`, `evaluate`, `export`, `serve` and rekit.load take as they are.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run made by `rekit train` (2 or more folds)")
+    p.add_argument("--config", metavar="FILE", help="YAML file: its distill: section and the model/train options "
+                   "below that it sets (not output/overwrite; other sections are left to their commands; flags win); "
+                   "see configs/offline-klue.yaml")
     p.add_argument("--train", help="the teacher's training file, if it is no longer where its config.yaml says")
     group = p.add_argument_group("distillation options")
     for f in dataclasses.fields(DistillSettings):

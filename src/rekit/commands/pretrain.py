@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from rekit import lock
+from rekit import configfile, lock
 from rekit.commands import READ_FIELDS, add_config_flags, add_field_flag, read_options
 from rekit.config import ModelConfig, PretrainSettings, check_value
 from rekit.convert import flag_name
@@ -89,6 +89,22 @@ def resumed_args(args):
     return argparse.Namespace(**{**saved, **keep, "func": args.func})
 
 
+# What `--config FILE` gives pretraining besides its pretrain: section: the scratch encoder's
+# build (model.scratch_*, shared with `rekit train --model scratch`), the file and how to read it.
+# model.model/marker/dropout/max_length stay fine-tuning's: pretraining has its own defaults.
+FROM_RUN_CONFIG = ("train", "scratch_size", "scratch_vocab_size", "scratch_tokenizer", *READ_FIELDS)
+
+
+def with_config(args):
+    """The file's values for every option not given as a flag (flags win)."""
+    data = configfile.load(args.config)
+    values = {**configfile.run_options(data, FROM_RUN_CONFIG), **configfile.section(data, "pretrain")}
+    for name, value in values.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, value)
+    return args
+
+
 def check_args(args) -> Path:
     """The files and the output location, checked before anything is read or written (the
     options are checked by `_checked`)."""
@@ -109,8 +125,13 @@ def check_args(args) -> Path:
 
 
 def run(args) -> int:
+    if args.resume and args.config:
+        raise ConfigError(f"--resume {args.resume} continues with the interrupted run's own arguments; "
+                          "drop --config (only --device and --progress may be given again)")
     if args.resume:
         args = resumed_args(args)
+    elif args.config:
+        args = with_config(args)
     settings, m = _checked(args)
     out = check_args(args)
     if m["model"] != "scratch":
@@ -194,6 +215,9 @@ def register(sub) -> None:
         "the training file, plus those of --extra-text files (e.g. the unlabeled test set; their labels, if any, "
         "are never read). Writes a Hugging Face model directory for `rekit train --model DIR`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", metavar="FILE", help="YAML file: its pretrain: section, the model section's "
+                   "scratch_size, scratch_vocab_size and scratch_tokenizer, data.train and how to read it (other "
+                   "options and sections are left to their commands; flags win); see configs/offline-klue.yaml")
     p.add_argument("--train", help="file whose sentences to pretrain on (any format rekit reads, or .txt)")
     p.add_argument("--extra-text", nargs="+", default=[], metavar="FILE",
                    help="more files whose sentences to add (labels ignored), e.g. the unlabeled test file")

@@ -100,7 +100,8 @@ def register(sub) -> None:
                        "out-of-fold predictions. Options come from --config and flags (flags win). A stopped run "
                        "(crash, kill, Ctrl-C) continues with --resume RUN_DIR: finished folds are kept and the "
                        "current one restarts from its last saved training state.")
-    p.add_argument("--config", help="YAML file with data/model/train sections (see configs/)")
+    p.add_argument("--config", help="YAML file with data/model/train sections (see configs/); the pretrain "
+                   "and distill sections of the other commands are checked and left to them")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue the stopped run in RUN_DIR with its own config.yaml (only " + ", ".join(RESUME_HELP)
                    + " may be given with it)")

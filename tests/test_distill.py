@@ -1,6 +1,8 @@
 """`rekit distill` (issue 18): one student from a fold ensemble, as a normal run directory."""
 
+import contextlib
 import csv
+import io
 import json
 
 import numpy as np
@@ -17,7 +19,9 @@ from rekit.encoding.collate import Collator
 from rekit.encoding.tokenize import Features
 from rekit.errors import DataError
 from rekit.modeling.losses import DistillLoss
+from rekit.rundir import load_fold
 from rekit.training.distill import align_soft_targets
+from rekit.training.folds import make_folds
 
 TINY = dict(scratch_size="tiny", scratch_vocab_size=1500, max_length=64, epochs=1, batch_size=32, device="cpu")
 
@@ -44,7 +48,7 @@ def test_the_student_is_a_one_fold_run_that_names_its_teacher(runs):
     assert yaml.safe_load((student / "config.yaml").read_text())["train"]["folds"] == 1
     info = json.loads((student / "distill.json").read_text())
     assert info["teacher"] == str((d / "teacher").resolve()) and len(info["teacher_fingerprint"]) == 64
-    assert info["settings"] == {"alpha": 0.3, "temperature": 1.0, "unlabeled": str(d / "test.csv")}
+    assert info["settings"] == {"alpha": 0.3, "temperature": 1.0, "unlabeled": str(d / "test.csv"), "folds": 1}
     assert (info["n_labeled"], info["n_unlabeled"], info["teacher_models"]) == (len(train), len(test), 2)
     summary = json.loads((student / "summary.json").read_text())
     assert summary["cv"] == {} and summary["distilled_from"]["teacher_fingerprint"] == info["teacher_fingerprint"]
@@ -53,6 +57,60 @@ def test_the_student_is_a_one_fold_run_that_names_its_teacher(runs):
     with open(student / "oof.csv", newline="") as f:  # nothing was held out: no out-of-fold probabilities
         assert {row["fold"] for row in csv.DictReader(f)} == {"-1"}
     assert "distilled from" in (student / "README.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def students(runs):
+    """`--folds 2`: two students on the teacher's two folds (same seed and split), with the unlabeled rows."""
+    d, _, _ = runs
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["distill", str(d / "teacher"), "--output", str(d / "students"), "--folds", "2", "--unlabeled",
+                     str(d / "test.csv"), "--epochs", "1", "--device", "cpu", "--no-progress"])
+    assert code == 0
+    return d / "students", out.getvalue()
+
+
+def test_folds_k_trains_k_students_as_a_k_fold_run(runs, students):
+    _, train, test = runs
+    run, log = students
+    assert sorted(p.name for p in run.glob("fold-*")) == ["fold-0", "fold-1"]
+    assert yaml.safe_load((run / "config.yaml").read_text())["train"]["folds"] == 2
+    assert json.loads((run / "distill.json").read_text())["settings"]["folds"] == 2
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["status"] == "finished" and 0 <= summary["cv"]["micro_f1"] <= 100
+    lm = LabelMap.load(run / "labels.json")
+    y = np.asarray([lm.label2id[r.label] for r in train])
+    splits = make_folds([r.label for r in train], 2, seed=42).splits  # as `rekit train` splits (the teacher's seed)
+    oof = np.full((len(train), len(lm)), np.nan)
+    for k, (tr, va) in enumerate(splits):
+        index, probs, result = load_fold(run / f"fold-{k}")
+        # Validated on the fold's held-out labeled rows only, by their gold labels (the loss of the kept probs).
+        np.testing.assert_array_equal(index, va)
+        gold_loss = -np.mean(np.log(np.clip(probs[np.arange(len(va)), y[va]], 1e-12, None)))
+        assert result["best"]["valid_loss"] == pytest.approx(gold_loss, rel=1e-4)
+        # Trained on the labeled rows outside the fold plus every unlabeled row.
+        assert (result["n_train"], result["n_valid"]) == (len(tr) + len(test), len(va))
+        assert f"fold {k + 1}/2: {len(tr) + len(test):,} train / {len(va):,} valid" in log
+        oof[index] = probs
+    with open(run / "oof.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [r.id for r in train] and {r["fold"] for r in rows} == {"0", "1"}
+    np.testing.assert_allclose(np.asarray([json.loads(r["probs"]) for r in rows]), oof, atol=1e-6)
+    assert "ensemble of students" in (run / "README.md").read_text()
+
+
+def test_predict_averages_the_students(runs, students, capsys):
+    d, _, test = runs
+    run, _ = students
+    assert main(["predict", str(run), "--input", str(d / "test.csv"), "--output", str(d / "ps.csv"),
+                 "--device", "cpu"]) == 0
+    assert "2 fold models averaged" in capsys.readouterr().out
+    with open(d / "ps.csv", newline="") as f:
+        probs = np.asarray([json.loads(r["probs"]) for r in csv.DictReader(f)])
+    each = [rekit.load(run / f"fold-{k}", device="cpu").predict_proba(test) for k in (0, 1)]
+    np.testing.assert_allclose(probs, np.mean(each, axis=0), atol=1e-5)
+    assert len(rekit.load(run, device="cpu").backend.dirs) == 2
 
 
 def test_predict_and_load_take_the_student_as_they_are(runs, capsys):
@@ -82,7 +140,9 @@ def test_user_errors_are_one_line(runs, capsys):
              (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--alpha", "2"], "--alpha"),
              (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--train", str(d / "test.csv")],
               "is not in"),  # another file's rows: the out-of-fold probabilities belong to none of them
-             (["train", "--resume", str(d / "student")], "made by `rekit distill`")]
+             (["train", "--resume", str(d / "student")], "made by `rekit distill`"),
+             (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--folds", "0"], "--folds"),
+             (["distill", str(d / "teacher"), "--output", str(d / "s2"), "--folds", "500"], "too few for 500 fold")]
     for argv, message in cases:
         capsys.readouterr()
         assert main(argv) == 2

@@ -368,6 +368,10 @@ class DistillSettings:
                             "are compared; out-of-fold probabilities are soft already", low=0, low_open=True)
     unlabeled: str | None = _f(None, "also learn the ensemble's probabilities on these sentences (any format "
                                "`rekit predict` reads; labels in it are ignored)")
+    folds: int = _f(1, "students: 1 = one student on every labeled row (serving costs one model); K >= 2 = K "
+                    "students on K folds split as `rekit train` splits them, each also learning every unlabeled "
+                    "sentence and keeping its best checkpoint on its fold's held-out rows: an ensemble of students "
+                    "with an out-of-fold CV score, served like any K-fold run", low=1)
 
     def __post_init__(self):
         coerce_fields(self, _section("distill"))

@@ -79,21 +79,44 @@ def _how_to_load(fold: bool) -> str:
     return text
 
 
-def _distilled_lines(run: Path, distill: dict) -> list[str]:
-    """The card's story and scores for a run made by `rekit distill` (distill.json)."""
+def _distilled_lines(run: Path, distill: dict, summary: dict) -> list[str]:
+    """The card's story and scores for a run made by `rekit distill` (distill.json): one student, or
+    K students on K folds (scored in summary.json)."""
     s = distill.get("settings") or {}
+    k = int(s.get("folds") or 1)
     unlabeled = (f" and the ensemble's probabilities on {distill.get('n_unlabeled')} unlabeled sentences"
                  if distill.get("n_unlabeled") else "")
+    teacher = (f"the {distill.get('teacher_models', '?')}-model ensemble `{distill.get('teacher', '?')}` "
+               f"(fingerprint `{str(distill.get('teacher_fingerprint', '?'))[:16]}`)")
+    settings = f"alpha {s.get('alpha')} (gold-label cross-entropy weight), temperature {s.get('temperature')}"
+    teacher_cv = f"The teacher's cross-validation (out-of-fold): {_scores_line(distill.get('teacher_cv') or {})}\n\n"
+    if k > 1:
+        return [f"# {run.name}: a rekit relation-extraction ensemble of students distilled from an ensemble\n\n",
+                (f"A soft-voting ensemble of {k} student models (`fold-*/`), one per fold of the "
+                 f"{distill.get('n_labeled', '?')} training rows: each learned the rows outside its fold from their "
+                 f"gold labels and the out-of-fold probabilities of {teacher}{unlabeled}, and kept its best "
+                 f"checkpoint on its fold's held-out rows; {settings}.\n\n"),
+                "## Scores\n\n",
+                (f"Cross-validation of the students (out-of-fold; a little optimistic, as the teacher's targets "
+                 f"came from models that had seen every row): {_scores_line(summary.get('cv') or {})}\n\n"),
+                teacher_cv, *_fold_table(summary.get("folds") or []), "\n"]
     return [f"# {run.name}: a rekit relation-extraction model distilled from an ensemble\n\n",
             (f"One model (`fold-0/`) trained on all {distill.get('n_labeled', '?')} training rows from the "
-             f"out-of-fold probabilities of the {distill.get('teacher_models', '?')}-model ensemble "
-             f"`{distill.get('teacher', '?')}` (fingerprint `{str(distill.get('teacher_fingerprint', '?'))[:16]}`)"
-             f"{unlabeled}: alpha {s.get('alpha')} (gold-label cross-entropy weight), temperature "
-             f"{s.get('temperature')}. It predicts at the cost of one fold model.\n\n"),
+             f"out-of-fold probabilities of {teacher}{unlabeled}: {settings}. It predicts at the cost of one "
+             "fold model.\n\n"),
             "## Scores\n\n",
             ("Nothing was held out, so there is no cross-validation score of the student (its last epoch is "
-             "kept); score it on a held-out file with `rekit evaluate`. The teacher's cross-validation "
-             f"(out-of-fold): {_scores_line(distill.get('teacher_cv') or {})}\n\n")]
+             "kept); score it on a held-out file with `rekit evaluate`. " + teacher_cv)]
+
+
+def _fold_table(folds: list[dict]) -> list[str]:
+    lines = ["| fold | train | valid | best epoch | micro-F1 | AUPRC | accuracy |\n|---|---|---|---|---|---|---|\n"]
+    for r in folds:
+        b = r.get("best") or {}
+        lines.append(f"| {r.get('fold')} | {r.get('n_train')} | {r.get('n_valid')} | {r.get('best_epoch')} | "
+                     f"{b.get('micro_f1', float('nan')):.2f} | {b.get('auprc', float('nan')):.2f} | "
+                     f"{b.get('accuracy', float('nan')):.4f} |\n")
+    return lines
 
 
 def run_card(run: Path) -> str:
@@ -104,7 +127,8 @@ def run_card(run: Path) -> str:
     folds = summary.get("folds") or []
     distill = _read_json(run / "distill.json")
     if distill:
-        return "".join([_front_matter(_base_model(model_cfg), labels, ("distillation",)), *_distilled_lines(run, distill),
+        return "".join([_front_matter(_base_model(model_cfg), labels, ("distillation",)),
+                        *_distilled_lines(run, distill, summary),
                         _describe_model(model_cfg), _data_lines(cfg, state),
                         f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
                         _how_to_load(fold=False)])
@@ -115,13 +139,7 @@ def run_card(run: Path) -> str:
              _describe_model(model_cfg), _data_lines(cfg, state),
              f"- labels ({len(labels)}): " + ", ".join(f"`{x}`" for x in labels) + "\n\n",
              "## Scores\n\n", f"Cross-validation (out-of-fold): {_scores_line(summary.get('cv') or {})}\n\n",
-             "| fold | train | valid | best epoch | micro-F1 | AUPRC | accuracy |\n|---|---|---|---|---|---|---|\n"]
-    for r in folds:
-        b = r.get("best") or {}
-        lines.append(f"| {r.get('fold')} | {r.get('n_train')} | {r.get('n_valid')} | {r.get('best_epoch')} | "
-                     f"{b.get('micro_f1', float('nan')):.2f} | {b.get('auprc', float('nan')):.2f} | "
-                     f"{b.get('accuracy', float('nan')):.4f} |\n")
-    lines += ["\n", _how_to_load(fold=False)]
+             *_fold_table(folds), "\n", _how_to_load(fold=False)]
     return "".join(lines)
 
 
@@ -130,12 +148,13 @@ def fold_card(run: Path, fold_dir: Path) -> str:
     state, result = _read_json(run / "state.json"), _read_json(fold_dir / "result.json")
     labels = _read_json(fold_dir / "labels.json").get("labels", [])
     model_cfg = cfg.get("model") or {}
-    distilled = (run / "distill.json").is_file()
-    what = ("the model of a rekit run distilled from an ensemble" if distilled
+    distilled, held_out = (run / "distill.json").is_file(), result.get("n_valid") != 0
+    what = ("one student of a rekit ensemble distilled from an ensemble" if distilled and held_out
+            else "the model of a rekit run distilled from an ensemble" if distilled
             else "one fold model of a rekit relation-extraction ensemble")
-    scores = (f"Trained on {result.get('n_train', '?')} rows with nothing held out: no validation score here."
-              if distilled else f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
-              f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}")
+    scores = (f"This fold, on its validation split ({result.get('n_valid', '?')} rows, trained on "
+              f"{result.get('n_train', '?')}): {_scores_line(result.get('best') or {})}" if held_out
+              else f"Trained on {result.get('n_train', '?')} rows with nothing held out: no validation score here.")
     return "".join([
         _front_matter(_base_model(model_cfg), labels),
         f"# {run.name}/{fold_dir.name}: {what}\n\n",

@@ -1,7 +1,9 @@
-"""`rekit.distill`: one student model from a run's fold ensemble (see training/distill.py).
+"""`rekit.distill`: one student model from a run's fold ensemble, or K students on K folds (see
+training/distill.py).
 
     result = rekit.distill("runs/x", output="runs/x-student", unlabeled="test.csv", epochs=5)
     rekit.load(result.output).predict([...])    # one model instead of K
+    rekit.distill("runs/x", output="runs/x-noisy", unlabeled="test.csv", folds=5).cv  # an ensemble of students
 
 Everything that can fail on the user's input (the teacher run, its out-of-fold file, the training
 file, the options, the output directory) is checked before the teacher predicts anything and
@@ -34,9 +36,11 @@ NOT_INHERITED = ("output", "overwrite", "only_folds", "folds", "resume")
 
 
 def distill(run: str | Path, output: str | Path, train=None, unlabeled=None, alpha: float | None = None,
-            temperature: float | None = None, echo=None, **options) -> TrainResult:
+            temperature: float | None = None, folds: int | None = None, echo=None, **options) -> TrainResult:
     """Train one student on every training row of `run` from its out-of-fold probabilities (and on
-    `unlabeled` sentences from the ensemble's), into the new run directory `output`.
+    `unlabeled` sentences from the ensemble's), into the new run directory `output`. folds=K (2 or
+    more): K students on K folds, each also learning every unlabeled sentence and selected on its
+    fold's held-out rows; `output` is then a K-fold run with a CV score, like `rekit.train`'s.
 
     train: the teacher's training file (default: the one in its config.yaml), another path to it,
     or its examples (a teacher trained from in-memory records needs them). unlabeled: a file (any
@@ -45,14 +49,18 @@ def distill(run: str | Path, output: str | Path, train=None, unlabeled=None, alp
     teacher's. Progress goes to the "rekit" logger unless `echo` is given.
     """
     echo = echo or _log_lines
-    settings = DistillSettings.from_dict({"alpha": alpha, "temperature": temperature,
+    settings = DistillSettings.from_dict({"alpha": alpha, "temperature": temperature, "folds": folds,
                                           "unlabeled": str(unlabeled) if isinstance(unlabeled, (str, Path)) else None})
     teacher_dir = Path(run)
     dirs, label_map = teacher_models(teacher_dir)
     oof = teacher_oof(teacher_dir, label_map)
-    cfg = student_config(teacher_dir, output, train, options)
+    cfg = student_config(teacher_dir, output, train, options, settings.folds)
     lock.check_free(rundir.check_new(cfg.train.output, cfg.train.overwrite, resumable=False))
     records, report = training_records(cfg, train, echo)
+    if settings.folds > 1:  # too few rows for the folds: said before the teacher predicts anything
+        from rekit.training.cv import split_folds
+
+        split_folds(cfg, records, say=lambda *_: None)
     from rekit.training.distill import Teacher, align_soft_targets
     from rekit.training.distill import distill as train_student
 
@@ -83,21 +91,22 @@ def teacher_models(run: Path) -> tuple[list[Path], LabelMap]:
     return dirs, LabelMap.load(dirs[0] / rundir.LABELS_FILE)
 
 
-def student_config(teacher: Path, output: str | Path, train, options: dict) -> RunConfig:
-    """The teacher's config.yaml with the student's options: one fold, `output`, record augmentations
-    off (the teacher has no probabilities for augmented copies; --augment mask stays)."""
+def student_config(teacher: Path, output: str | Path, train, options: dict, folds: int = 1) -> RunConfig:
+    """The teacher's config.yaml with the student's options: `folds` folds, `output`, record
+    augmentations off (the teacher has no probabilities for augmented copies; --augment mask stays)."""
     saved = rundir.read_config(teacher)
     sections = {name: {k: v for k, v in (saved.get(name) or {}).items() if k not in NOT_INHERITED}
                 for name in ("data", "model", "train")}
     kept = [a for a in parse_augments(str(sections["train"].get("augment", "none"))) if a == "mask"]
     sections["train"]["augment"] = ",".join(kept) or "none"
-    sections["train"]["folds"] = 1
+    sections["train"]["folds"] = folds
     if isinstance(train, (str, Path)):
         sections["data"]["train"] = str(train)
     elif train is not None:
         sections["data"]["train"] = None
     if "train" in options or "output" in options or "folds" in options:
-        raise ConfigError("pass the training data and output directory as train= and output=; a student has one fold")
+        raise ConfigError("pass the training data, output directory and number of students as train=, output= "
+                          "and folds=")
     options.setdefault("progress", False)
     try:
         return RunConfig.from_dict(sections, {**options, "output": str(output)})

@@ -1,4 +1,5 @@
-"""`rekit distill RUN --output RUN2`: one student model from a run's fold ensemble (issue 18)."""
+"""`rekit distill RUN --output RUN2`: one student model from a run's fold ensemble (issue 18), or
+K students on K folds with --folds K."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ STUDENT_FIELDS = ("model", "scratch_size", "scratch_vocab_size", "marker", "firs
                   "dropout", "trust_remote_code", "output", "overwrite", "epochs", "lr", "batch_size", "grad_accum",
                   "eval_batch_size", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm", "label_smoothing",
                   "precision", "compile", "pad_multiple", "eval_every", "save_every", "oom_retry", "seed",
-                  "deterministic", "device", "progress", "report_to")
+                  "deterministic", "device", "progress", "report_to",
+                  # --folds K only: how the K students train (as `rekit train`'s folds do)
+                  "concurrent_folds", "only_folds", "metric", "patience")
 
 
 # What a student takes from `--config FILE` besides its distill: section: the model/train options
@@ -28,7 +31,8 @@ FROM_RUN_CONFIG = tuple(k for k in STUDENT_FIELDS if k not in ("output", "overwr
 
 def options(args) -> tuple[dict, dict]:
     """(student options, distillation settings): the file's (--config), then the flags given."""
-    flags = explicit_flags(args)
+    names = {f.name for f in dataclasses.fields(DistillSettings)}
+    flags = {k: v for k, v in explicit_flags(args).items() if k not in names}  # --folds is the students'
     given = [f.name for f in dataclasses.fields(DistillSettings) if hasattr(args, f.name)]
     checked = DistillSettings.from_dict({k: getattr(args, k) for k in given}, flags=True)  # before torch is imported
     settings = {k: getattr(checked, k) for k in given}
@@ -74,10 +78,20 @@ def run(args) -> int:
         print(f"rekit: interrupted{why}; {out} is left unfinished: run the command again with --overwrite",
               file=sys.stderr)
         return 130
-    print(f"run directory: {out}  (one model distilled from {args.run_dir}; {out}/distill.json)")
-    print(f"  model:         {out}/fold-0/   summary: {out}/summary.json   metrics: {out}/metrics.jsonl")
+    _say_where(out, args.run_dir, int(settings.get("folds") or 1), result.status)
+    return 0 if result.status in ("finished", "partial") else 1
+
+
+def _say_where(out: Path, teacher: str, k: int, status: str) -> None:
+    what = "one model" if k == 1 else f"{k} students on {k} folds"
+    print(f"run directory: {out}  ({what} distilled from {teacher}; {out}/distill.json)")
+    if status == "partial":  # --only-folds
+        print(f"  partial: only the folds asked for are trained, and a distilled run does not resume; "
+              f"rekit predict {out} --allow-partial uses them")
+        return
+    models = f"model:         {out}/fold-0/" if k == 1 else f"models:        {out}/fold-*/   out-of-fold: {out}/oof.csv"
+    print(f"  {models}   summary: {out}/summary.json   metrics: {out}/metrics.jsonl")
     print(f"next: rekit evaluate {out} --input DEV   or   rekit predict {out} --input TEST --output submission.csv")
-    return 0 if result.status == "finished" else 1
 
 
 def register(sub) -> None:
@@ -89,7 +103,10 @@ def register(sub) -> None:
                        "an unlabeled row has the KL term only. The student's settings are the teacher's "
                        "(config.yaml) unless given here. The output is a normal run directory with one model "
                        "(fold-0/, trained on every row, nothing held out: the last epoch is kept) that "
-                       "`rekit predict`, `evaluate`, `export`, `serve` and rekit.load take as they are.")
+                       "`rekit predict`, `evaluate`, `export`, `serve` and rekit.load take as they are. With "
+                       "--folds K it is a K-fold run like `rekit train`'s: K students, each trained on the "
+                       "labeled rows outside its fold plus every unlabeled sentence and keeping its best "
+                       "checkpoint on its fold's held-out rows (gold labels only), averaged when served.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished run made by `rekit train` (2 or more folds)")
     p.add_argument("--config", metavar="FILE", help="YAML file: its distill: section and the model/train options "
                    "below that it sets (not output/overwrite; other sections are left to their commands; flags win); "

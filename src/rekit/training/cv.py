@@ -28,18 +28,19 @@ from rekit.config import RunConfig
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.markers import first_segment, mark
-from rekit.encoding.tokenize import REEncoder
+from rekit.encoding.tokenize import Features, REEncoder
 from rekit.errors import ConfigError, DataError, RekitError
 from rekit.io import atomic_write_text
 from rekit.metrics import evaluate, per_class_report
 from rekit.modelcard import write_run_cards
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters, load_tokenizer
+from rekit.modeling.model import REModel
 from rekit.rundir import SPEC_FILE
 from rekit.runtime import resolve_device, seed_everything
 from rekit.tracking import open_tracker
 from rekit.training import checkpoint, concurrent, distributed
 from rekit.training.augmentation import training_features
-from rekit.training.folds import make_folds
+from rekit.training.folds import Folds, make_folds
 from rekit.training.loop import FitResult, FoldTrainer, MetricsLog, fit
 
 READ_REPORT = "read_report.json"  # every repaired or skipped training row, in the run directory
@@ -289,10 +290,7 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
     feats = encoder.encode(records, label_map)
     say(f"encoded {len(feats):,} examples ({m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
 
-    folds = make_folds(gold_labels(records), t.folds, t.split, t.valid_ratio, t.seed)
-    if folds.rare:
-        say(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
-             f"and are never validated: {', '.join(f'{k} ({v})' for k, v in folds.rare.items())}")
+    folds = split_folds(cfg, records, say)
     todo = t.only_folds or list(range(len(folds.splits)))
     done = set(rundir.folds_done(run))
     if dist.active and dist.mode == "folds":
@@ -318,7 +316,24 @@ def _train(cfg: RunConfig, run: Path, echo, callbacks=(), resume: bool = False,
         dist.barrier()  # fold-parallel: wait for every process's folds before merging
         if not dist.is_main:
             return {"status": "worker", **extra}
-    if len(rundir.folds_done(run)) < len(folds.splits):
+    return conclude(run, records, label_map, len(folds.splits), extra, echo)
+
+
+def split_folds(cfg: RunConfig, records: list[Record], say=print) -> Folds:
+    """The run's folds (stratified by gold label unless --split kfold, from the run's seed); classes
+    too rare to split are said once."""
+    t = cfg.train
+    folds = make_folds(gold_labels(records), t.folds, t.split, t.valid_ratio, t.seed)
+    if folds.rare:
+        say(f"classes with fewer rows than needed to split ({max(t.folds, 2)}) stay in every training split "
+            f"and are never validated: {', '.join(f'{k} ({v})' for k, v in folds.rare.items())}")
+    return folds
+
+
+def conclude(run: Path, records: list[Record], label_map: LabelMap, n_folds: int, extra: dict, echo) -> dict:
+    """The run's summary once its folds are trained: finalized, or "partial" while some are missing
+    (--only-folds)."""
+    if len(rundir.folds_done(run)) < n_folds:
         rundir.write_state(run, "partial", folds_done=rundir.folds_done(run))
         return {"status": "partial", **extra}
     return finalize(run, records, label_map, extra, echo)
@@ -363,17 +378,34 @@ class FoldRunner:
 
     def build(self, k: int) -> tuple:
         """(model, train features, valid features, host RNG) of fold k, seeded as fold k always is."""
-        t, m, n = self.cfg.train, self.cfg.model, len(self.folds.splits)
-        tr, va = self.folds.splits[k]
+        t, n = self.cfg.train, len(self.folds.splits)
         seed_everything(t.seed + k, t.deterministic)  # before init: the weights draw from this RNG
-        model = build_model(m, self.tokenizer, self.label_map, t.label_smoothing, train=t)  # loss, token masking
+        model = self.new_model()
+        self.params = count_parameters(model)
+        train, valid = self.fold_features(k)
+        self.echo(f"fold {k + 1}/{n}: {self.n_train(k):,} train / {len(valid):,} valid, "
+                  f"{self.params / 1e6:.1f}M parameters, {self.device}")
+        return model, train, valid, concurrent.HostRng()
+
+    # The per-fold hooks: a subclass trains other models on other rows in the same loop (distill.py).
+    def new_model(self) -> REModel:
+        """A fresh model with the run's loss (and token masking, if asked); the caller seeds."""
+        t, m = self.cfg.train, self.cfg.model
+        model = build_model(m, self.tokenizer, self.label_map, t.label_smoothing, train=t)
         model.spec.entity_types = sorted({e.type for r in self.records for e in (r.subject, r.object)})
         check_max_length(m, model)
-        self.params = count_parameters(model)
-        self.echo(f"fold {k + 1}/{n}: {len(tr):,} train / {len(va):,} valid, {self.params / 1e6:.1f}M parameters, "
-                  f"{self.device}")
-        train = training_features(self.feats, tr, self.records, t, self.encoder, self.label_map)
-        return model, train, self.feats.subset(va), concurrent.HostRng()
+        return model
+
+    def fold_features(self, k: int) -> tuple[Features, Features]:
+        """Fold k's (training, validation) features: its training rows with their augmented copies,
+        and its held-out rows."""
+        tr, va = self.folds.splits[k]
+        train = training_features(self.feats, tr, self.records, self.cfg.train, self.encoder, self.label_map)
+        return train, self.feats.subset(va)
+
+    def n_train(self, k: int) -> int:
+        """Fold k's training rows, as said and kept in result.json (augmented copies not counted)."""
+        return len(self.folds.splits[k][0])
 
     def fold_args(self, k: int) -> dict:
         dist, n = self.dist, len(self.folds.splits)
@@ -400,9 +432,9 @@ class FoldRunner:
     def finish(self, k: int, result: FitResult) -> None:
         """Fold k's results into its directory (by its owner process) and one line about it."""
         t, dist, fold_dir = self.cfg.train, self.dist, self.run / f"fold-{k}"
-        tr, va = self.folds.splits[k]
+        va = self.folds.splits[k][1]
         if dist.is_main or dist.mode == "folds":  # the fold's owner records it
-            rundir.save_fold(fold_dir, k, va, result, n_train=len(tr), n_parameters=self.params)
+            rundir.save_fold(fold_dir, k, va, result, n_train=self.n_train(k), n_parameters=self.params)
             checkpoint.clear_state(fold_dir)  # the fold is done: only its best checkpoint stays
         self.done.add(k)
         best = result.best_metrics

@@ -1,5 +1,6 @@
 """Distillation (`rekit distill`): one student model trained on every training row from a fold
-ensemble's probabilities, so serving costs one model instead of K.
+ensemble's probabilities, so serving costs one model instead of K; or, with `--folds K`, K
+students on K folds (self-training, a "noisy student" ensemble).
 
 The student's targets are the teacher run's out-of-fold probabilities (each row predicted by the
 fold models that did not train on it: honest targets) and, optionally, the whole ensemble's
@@ -12,6 +13,13 @@ held out, so the saved model is the last epoch's, its oof.csv has no out-of-fold
 (every row fold -1), and summary.json no cross-validation score. The scores logged per epoch are on
 a sample of the training rows (`MONITOR_ROWS`), for watching the fit only. `distill.json` names
 the teacher and the settings; `rekit train --resume` refuses the directory.
+
+With `--folds K` (K >= 2) the output is a K-fold run like `rekit train`'s, trained by the same fold
+loop (cv.FoldRunner, so --concurrent-folds works as there): `StudentFolds` changes only each fold's
+model (the distillation loss) and rows. Student k learns the labeled rows outside fold k (gold label
+and out-of-fold targets) and every unlabeled sentence (the ensemble's probabilities), and keeps its
+best checkpoint on fold k's labeled rows, scored on their gold labels alone. Its CV score is a
+little optimistic: the teacher's targets came from models that had seen fold k's rows.
 """
 
 from __future__ import annotations
@@ -34,9 +42,9 @@ from rekit.io import atomic_write_text
 from rekit.modeling.backbone import build_model, check_backbone, check_max_length, count_parameters
 from rekit.modeling.losses import DistillLoss
 from rekit.runtime import resolve_device, seed_everything
-from rekit.training import checkpoint
+from rekit.training import checkpoint, distributed
 from rekit.training.augmentation import concat
-from rekit.training.cv import finalize, gold_labels, run_tokenizer, save_read_report
+from rekit.training.cv import FoldRunner, conclude, finalize, gold_labels, run_tokenizer, save_read_report, split_folds
 from rekit.training.loop import FitResult, FoldTrainer, MetricsLog, fit
 
 MONITOR_ROWS = 2000  # training rows scored at each evaluation (the student has no held-out rows)
@@ -96,15 +104,43 @@ class StudentTrainer(FoldTrainer):
         return True
 
 
-def student_features(encoder: REEncoder, records: list[Record], teacher: Teacher) -> Features:
-    """The labeled rows, then the unlabeled ones, each with its target probabilities."""
+class StudentFolds(FoldRunner):
+    """`rekit train`'s fold loop for K students: fold k's model learns with the distillation loss
+    from the labeled rows outside fold k and every unlabeled row, and is validated on fold k's
+    labeled rows by their gold labels only. `feats`: the labeled rows' (with soft targets)."""
+
+    def __init__(self, *args, unlabeled: Features | None, settings: DistillSettings, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.unlabeled, self.settings = unlabeled, settings
+
+    def new_model(self):
+        model = super().new_model()
+        model.loss_fn = DistillLoss(self.settings.alpha, self.settings.temperature, self.cfg.train.label_smoothing)
+        return model
+
+    def fold_features(self, k: int) -> tuple[Features, Features]:
+        tr, va = self.folds.splits[k]
+        train = self.feats.subset(tr)
+        if self.unlabeled is not None:
+            train = concat(train, self.unlabeled)
+        valid = self.feats.subset(va)
+        valid.soft_targets = None  # selection by the gold labels alone
+        return train, valid
+
+    def n_train(self, k: int) -> int:
+        return super().n_train(k) + (len(self.unlabeled) if self.unlabeled is not None else 0)
+
+
+def student_features(encoder: REEncoder, records: list[Record], teacher: Teacher) -> tuple[Features, Features | None]:
+    """The labeled rows' features and the unlabeled ones' (None without), each with its target
+    probabilities."""
     feats = encoder.encode(records, teacher.label_map)
     feats.soft_targets = teacher.soft
-    if teacher.extra:
-        extra = encoder.encode(teacher.extra, teacher.label_map)  # labels are IGNORE_LABEL: soft term only
-        extra.soft_targets = teacher.extra_soft
-        feats = concat(feats, extra)
-    return feats
+    if not teacher.extra:
+        return feats, None
+    extra = encoder.encode(teacher.extra, teacher.label_map)  # labels are IGNORE_LABEL: soft term only
+    extra.soft_targets = teacher.extra_soft
+    return feats, extra
 
 
 def monitor_rows(n: int, seed: int) -> np.ndarray:
@@ -116,16 +152,17 @@ def monitor_rows(n: int, seed: int) -> np.ndarray:
 
 def distill(cfg: RunConfig, records: list[Record], teacher: Teacher, settings: DistillSettings,
             echo=print, read_report=None) -> dict:
-    """Train the student described by `cfg` (one fold, cfg.train.output) from `teacher`; returns the
-    run's summary. The run directory is locked, created (replacing one with overwrite) only after
-    the model is checked, and its state says how it ended, as `rekit train`'s do. `read_report`:
-    the training file's (kept as RUN/read_report.json)."""
+    """Train the student described by `cfg` (one fold, cfg.train.output; or settings.folds students
+    on as many folds) from `teacher`; returns the run's summary. The run directory is locked,
+    created (replacing one with overwrite) only after the model is checked, and its state says how
+    it ended, as `rekit train`'s do. `read_report`: the training file's (kept as RUN/read_report.json)."""
     if not cfg.train.output:
         raise RekitError("no output directory: pass --output RUN_DIR")
     with lock.locked(cfg.train.output):
         run = _open_run(cfg, records, teacher, settings, read_report)
+        train = _train_student if settings.folds == 1 else _train_students
         try:
-            return _train_student(cfg, run, records, teacher, settings, echo)
+            return train(cfg, run, records, teacher, settings, echo)
         except KeyboardInterrupt as e:
             rundir.write_state(run, "interrupted", reason=str(e) or "stopped by the user (Ctrl-C)")
             raise
@@ -161,24 +198,32 @@ def build_student(cfg: RunConfig, tokenizer, records: list[Record], teacher: Tea
     return model
 
 
-def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Teacher,
-                   settings: DistillSettings, echo) -> dict:
-    t, m, label_map = cfg.train, cfg.model, teacher.label_map
-    start = time.time()
-    label_map.save(run / "labels.json")
-    device = resolve_device(t.device)
-    seed_everything(t.seed)
+def _encode(cfg: RunConfig, run: Path, records: list[Record], teacher: Teacher, echo):
+    """(tokenizer, encoder, labeled features, unlabeled features or None) of the run (tokenizer seeded)."""
+    m = cfg.model
+    teacher.label_map.save(run / "labels.json")
+    seed_everything(cfg.train.seed)
     tokenizer = run_tokenizer(cfg, run, [*records, *teacher.extra], resume=False)
     encoder = REEncoder(tokenizer, m.marker, m.max_length, m.first_segment)
-    feats = student_features(encoder, records, teacher)
-    echo(f"encoded {len(feats):,} examples ({len(records):,} labeled, {len(teacher.extra):,} unlabeled; {m.marker}, "
-         f"max_length {m.max_length}): {encoder.stats.summary()}")
+    labeled, unlabeled = student_features(encoder, records, teacher)
+    echo(f"encoded {len(records) + len(teacher.extra):,} examples ({len(records):,} labeled, {len(teacher.extra):,} "
+         f"unlabeled; {m.marker}, max_length {m.max_length}): {encoder.stats.summary()}")
+    return tokenizer, encoder, labeled, unlabeled
+
+
+def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Teacher,
+                   settings: DistillSettings, echo) -> dict:
+    t, label_map = cfg.train, teacher.label_map
+    start = time.time()
+    device = resolve_device(t.device)
+    tokenizer, _, labeled, unlabeled = _encode(cfg, run, records, teacher, echo)
+    feats = labeled if unlabeled is None else concat(labeled, unlabeled)
     model = build_student(cfg, tokenizer, records, teacher, settings)
     params = count_parameters(model)
     monitor = monitor_rows(len(records), t.seed)
     echo(f"student: {len(feats):,} rows, {params / 1e6:.1f}M parameters, {device}; alpha {settings.alpha}, "
          f"temperature {settings.temperature}; scores below are on {len(monitor):,} training rows (nothing is held out)")
-    valid = feats.subset(monitor.tolist())
+    valid = labeled.subset(monitor.tolist())
     valid.soft_targets = None
     result = fit(model, tokenizer, label_map, feats, valid, t, fold_dir=run / "fold-0", seed=t.seed, device=device,
                  log=MetricsLog(run / rundir.METRICS, fold=0), desc="student", echo=echo, trainer=StudentTrainer)
@@ -187,6 +232,28 @@ def _train_student(cfg: RunConfig, run: Path, records: list[Record], teacher: Te
              "device": str(device), "train_seconds": round(time.time() - start, 1), "distilled_from": teacher.info}
     summary = finalize(run, records, label_map, extra, echo)
     echo(f"student trained on {len(feats):,} rows in {extra['train_seconds']:.0f}s")
+    return summary
+
+
+def _train_students(cfg: RunConfig, run: Path, records: list[Record], teacher: Teacher,
+                    settings: DistillSettings, echo) -> dict:
+    """settings.folds students on as many folds, as `rekit train` trains its folds (StudentFolds)."""
+    t, label_map = cfg.train, teacher.label_map
+    start = time.time()
+    device = resolve_device(t.device)
+    tokenizer, encoder, labeled, unlabeled = _encode(cfg, run, records, teacher, echo)
+    folds = split_folds(cfg, records, echo)
+    echo(f"{len(folds.splits)} students, alpha {settings.alpha}, temperature {settings.temperature}: each learns the "
+         f"labeled rows outside its fold and {len(teacher.extra):,} unlabeled rows, and keeps its best {t.metric} "
+         "on its fold's labeled rows (gold labels only)")
+    runner = StudentFolds(cfg, run, records, labeled, folds, tokenizer, encoder, label_map, device, distributed.Dist(),
+                          echo, (), False, unlabeled=unlabeled, settings=settings)
+    params = runner.train(t.only_folds or list(range(len(folds.splits))), set())
+    extra = {"rare_classes": folds.rare, "encode": asdict(encoder.stats), "parameters": params,
+             "n_records": len(records), "n_unlabeled": len(teacher.extra), "device": str(device),
+             "train_seconds": round(time.time() - start, 1), "distilled_from": teacher.info}
+    summary = conclude(run, records, label_map, len(folds.splits), extra, echo)
+    echo(f"{len(folds.splits)} students trained in {extra['train_seconds']:.0f}s")
     return summary
 
 

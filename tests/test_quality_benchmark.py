@@ -15,7 +15,7 @@ from jobs import Job, run_jobs  # noqa: E402
 def test_smoke_writes_every_row_and_the_table(tmp_path):
     # about 45 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, the distilled student, dev scoring
     out = tmp_path / "q"
-    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill"]) == 0
+    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train"]) == 0
     result = json.loads((out / "quality.json").read_text())
     assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
     rows = result["rows"]
@@ -30,9 +30,13 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     # (e): the ensemble distilled into one model, scored and timed beside (d)
     assert rows["e"]["parameters"] == rows["c"]["parameters"] and 0 <= rows["e"]["micro_f1"] <= 100
     assert rows["e"]["infer_samples_per_s"] > 0 and rows["d"]["infer_samples_per_s"] > 0
+    # (f): self-training, K students on (d)'s folds (rekit distill --folds K), their ensemble
+    assert rows["f"]["parameters"] == rows["d"]["parameters"] and 0 <= rows["f"]["micro_f1"] <= 100
+    assert (out / "work" / "students" / "oof.csv").is_file()
     table = (out / "quality.md").read_text()
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
     assert "pretraining: none" in table and "| (e) | (d) distilled into one model" in table
+    assert "| (f) | self-trained: 2 students" in table and "| self-training: (f) instead of (d) |" in table
 
 
 def test_scheduler_order_dependencies_failures_and_deadline(tmp_path):

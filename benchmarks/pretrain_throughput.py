@@ -9,7 +9,10 @@ pretrains on them):
                     replay, LR step), after warm-up: the pace a run actually gets
   gpu_ms            the GPU alone: one batch of a typical shape replayed (no host work between)
 and samples/s and tokens/s of the whole step. When step_ms is close to gpu_ms the GPU sets the
-pace; when it is well above, the host does.
+pace; when it is well above, the host does. Each setting runs with both MLM heads:
+  masked   rekit's: vocabulary logits at the masked positions only, padded to a size fixed by the
+           batch shape so the step stays one CUDA graph
+  all      the baseline (rekit until 2026-12-03): logits at every position, unmasked ones ignored
 
   python benchmarks/pretrain_throughput.py --out OUT                  # one GPU, medium and base
   python benchmarks/pretrain_throughput.py --out /tmp/p --smoke       # seconds on a CPU
@@ -39,6 +42,8 @@ from rekit.encoding.collate import to_device  # noqa: E402
 from rekit.modeling import scratch  # noqa: E402
 from rekit.modeling.mlm_data import encode_corpus, unique_texts  # noqa: E402
 from rekit.runtime import autocast_dtype, resolve_device, seed_everything  # noqa: E402
+from rekit.modeling.mlm_data import IGNORE  # noqa: E402
+from rekit.training.mlm import MLMStep  # noqa: E402
 from rekit.training.pretrain import _trainer, scratch_mlm_model  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data" / "klue-re"
@@ -55,6 +60,16 @@ def rowloop_batch(corpus, idx, multiple_of: int, pad_id: int):
         words[row, :n] = torch.as_tensor(corpus.word_ids[i])
     lengths = torch.as_tensor([len(corpus.input_ids[i]) for i in idx])
     return ids, words, (torch.arange(width)[None, :] < lengths[:, None]).long()
+
+
+def all_positions_loss(model, batch) -> torch.Tensor:
+    """The baseline head: vocabulary logits at every position (fixed shapes without padded targets)."""
+    logits = model.cls(model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                       .last_hidden_state)
+    labels = batch["labels"].reshape(-1)
+    total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels,
+                                              ignore_index=IGNORE, reduction="sum")
+    return total / (labels != IGNORE).sum().clamp(min=1)
 
 
 def host_ms(collate, batches, gen) -> tuple[float, float]:
@@ -75,7 +90,7 @@ def sync(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(size: str, batch: int, tokenizer, corpus, args, device) -> dict:
+def measure(size: str, batch: int, head: str, tokenizer, corpus, args, device) -> dict:
     seed_everything(0)
     s = PretrainSettings(batch_size=batch, epochs=1000, progress=False, save_every=-1, device=str(device),
                          graphs=device.type == "cuda")
@@ -83,6 +98,9 @@ def measure(size: str, batch: int, tokenizer, corpus, args, device) -> dict:
     with tempfile.TemporaryDirectory() as work:
         t = _trainer(model, tokenizer, corpus, corpus.subset([]), s, Path(work), device,
                      autocast_dtype(s.precision, device), echo=lambda *a: None)
+        if head == "all":
+            t.step = MLMStep(model, t.step.optimizer, t.step.amp_dtype, s.max_grad_norm, device, t.step.graphs is not None,
+                             all_positions_loss, graph_keys=("input_ids", "attention_mask", "labels"))
         t.start()
         steps = t.schedule.remaining(t.progress)
         sample = [next(steps) for _ in range(args.host_batches)]
@@ -111,7 +129,7 @@ def measure(size: str, batch: int, tokenizer, corpus, args, device) -> dict:
         sync(device)
         gpu_s = (time.perf_counter() - t0) / (args.steps // 2)
         stats = t.step.close()
-    return {"size": size, "batch": batch, "parameters": sum(p.numel() for p in model.parameters()),
+    return {"size": size, "batch": batch, "head": head, "parameters": sum(p.numel() for p in model.parameters()),
             "host_rowloop_ms": round(loop_ms, 2), "host_ms": round(vec_ms, 2), "step_ms": round(step_s * 1e3, 2),
             "gpu_ms": round(gpu_s * 1e3, 2), "samples_per_s": round(batch / step_s, 1),
             "tokens_per_s": round(tokens / n / step_s, 1), "final_loss": round(float(loss), 3), "graphs": stats}
@@ -124,6 +142,7 @@ def main(argv=None) -> int:
     p.add_argument("--extra", default=str(SHARED / "dev.csv"), help="more sentences (unlabeled use)")
     p.add_argument("--sizes", default="medium,base")
     p.add_argument("--batches", default="128,256,512")
+    p.add_argument("--heads", default="masked,all", help="MLM heads to time (masked: rekit's; all: the baseline)")
     p.add_argument("--steps", type=int, default=300, help="timed steps per setting")
     p.add_argument("--warmup", type=int, default=400, help="steps before timing (graph captures happen here)")
     p.add_argument("--host-batches", type=int, default=50)
@@ -140,16 +159,17 @@ def main(argv=None) -> int:
     tokenizer = scratch.train_tokenizer(texts, args.vocab)
     corpus = encode_corpus(tokenizer, texts, 256)
     rows = []
-    for size in args.sizes.split(","):
-        for b in args.batches.split(","):
-            try:
-                rows.append(measure(size, int(b), tokenizer, corpus, args, device))
-            except torch.cuda.OutOfMemoryError:
-                rows.append({"size": size, "batch": int(b), "error": "out of GPU memory"})
-            print(json.dumps(rows[-1]), flush=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    settings = [(size, int(b), head) for size in args.sizes.split(",") for b in args.batches.split(",")
+                for head in args.heads.split(",")]
+    for size, b, head in settings:
+        try:
+            rows.append(measure(size, b, head, tokenizer, corpus, args, device))
+        except torch.cuda.OutOfMemoryError:
+            rows.append({"size": size, "batch": b, "head": head, "error": "out of GPU memory"})
+        print(json.dumps(rows[-1]), flush=True)
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     machine = (torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu")
@@ -162,13 +182,13 @@ def main(argv=None) -> int:
 
 def markdown(result: dict) -> str:
     lines = [f"{result['machine']}; {result['sentences']:,} sentences, {result['mean_tokens']} tokens on average", "",
-             "| size | batch | parameters | host, row loop (ms) | host, rekit (ms) | whole step (ms) | GPU alone (ms) "
-             "| samples/s | tokens/s |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| size | batch | MLM head | parameters | host, row loop (ms) | host, rekit (ms) | whole step (ms) | GPU alone (ms) "
+             "| samples/s | tokens/s |", "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"| {r['size']} | {r['batch']} | {r['error']} |")
+            lines.append(f"| {r['size']} | {r['batch']} | {r['head']} | {r['error']} |")
             continue
-        lines.append(f"| {r['size']} | {r['batch']} | {r['parameters'] / 1e6:.1f}M | {r['host_rowloop_ms']} | "
+        lines.append(f"| {r['size']} | {r['batch']} | {r['head']} | {r['parameters'] / 1e6:.1f}M | {r['host_rowloop_ms']} | "
                      f"{r['host_ms']} | {r['step_ms']} | {r['gpu_ms']} | {r['samples_per_s']:,.0f} | "
                      f"{r['tokens_per_s']:,.0f} |")
     return "\n".join(lines)

@@ -59,6 +59,8 @@ def test_pretrain_throughput_smoke(tmp_path):
     import pretrain_throughput
 
     assert pretrain_throughput.main(["--out", str(tmp_path), "--smoke"]) == 0
-    (row,) = json.loads((tmp_path / "pretrain_throughput.json").read_text())["rows"]
-    assert row["size"] == "tiny" and row["samples_per_s"] > 0 and row["final_loss"] > 0
-    assert 0 < row["host_ms"] and 0 < row["host_rowloop_ms"] and row["gpu_ms"] > 0
+    rows = json.loads((tmp_path / "pretrain_throughput.json").read_text())["rows"]
+    assert [(r["size"], r["head"]) for r in rows] == [("tiny", "masked"), ("tiny", "all")]
+    for row in rows:
+        assert row["samples_per_s"] > 0 and row["final_loss"] > 0
+        assert 0 < row["host_ms"] and 0 < row["host_rowloop_ms"] and row["gpu_ms"] > 0

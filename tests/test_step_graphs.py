@@ -241,22 +241,26 @@ def test_graphs_hold_the_ddp_all_reduce(data, tmp_path, monkeypatch):
         torch.testing.assert_close(b, a, atol=2e-4, rtol=2e-3, msg=k)
 
 
-def test_all_positions_loss_equals_the_masked_positions_loss():
-    from rekit.modeling.mlm_data import MLMCollator, encode_corpus
+def test_padded_targets_give_the_loss_of_the_exact_ones():
+    from rekit.modeling.mlm_data import IGNORE, MLMCollator, encode_corpus
     from rekit.modeling.scratch import train_tokenizer
-    from rekit.training.pretrain import (
-        all_positions_loss,
-        masked_loss,
-        scratch_mlm_model,
-    )
+    from rekit.training.pretrain import masked_loss, scratch_mlm_model
 
     texts = [r.sentence for r in make_splits(seed=3, n_train=64, n_test=2)[0]]
     tok = train_tokenizer(texts, 600)
     torch.manual_seed(0)
     model = scratch_mlm_model(tok, "tiny", 128, 0.0).eval()
-    batch = MLMCollator(encode_corpus(tok, texts, 64), tok)(list(range(32)), torch.Generator().manual_seed(0))
-    _, full = all_positions_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
-    torch.testing.assert_close(full, masked_loss(model, batch), atol=1e-5, rtol=1e-5)
+    corpus = encode_corpus(tok, texts, 64)
+    exact = MLMCollator(corpus, tok)(list(range(32)), torch.Generator().manual_seed(0))
+    padded = MLMCollator(corpus, tok, target_slack=2.0)(list(range(32)), torch.Generator().manual_seed(0))
+    n, size = len(exact["target_index"]), len(padded["target_index"])
+    assert size % 64 == 0 and size >= n and size == -(-int(exact["labels"].numel() * 0.15 * 2.0) // 64) * 64
+    assert torch.equal(padded["target_index"][:n], exact["target_index"])
+    assert (padded["target_labels"][n:] == IGNORE).all()
+    torch.testing.assert_close(masked_loss(model, padded), masked_loss(model, exact), atol=1e-6, rtol=1e-6)
+    # more targets than the room for them: the exact size (a step of its own shape)
+    tight = MLMCollator(corpus, tok, target_slack=0.01)(list(range(32)), torch.Generator().manual_seed(0))
+    assert torch.equal(tight["target_index"], exact["target_index"])
 
 
 @needs_cuda

@@ -98,13 +98,14 @@ class MLMCollator:
     positions of the predicted tokens with their labels: target_index, target_labels (M,)."""
 
     def __init__(self, corpus: MLMCorpus, tokenizer, mask_prob: float = 0.15, masking: str = "word",
-                 span_p: float = 0.2, max_span: int = 10, multiple_of: int = 1):
+                 span_p: float = 0.2, max_span: int = 10, multiple_of: int = 1, target_slack: float | None = None):
         if masking not in MASKINGS:
             raise ValueError(f"masking must be one of {MASKINGS}, got {masking!r}")
         if not 0 < mask_prob < 1:
             raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}")
         self.corpus, self.mask_prob, self.masking = corpus, mask_prob, masking
         self.span_p, self.max_span, self.multiple_of = span_p, max_span, multiple_of
+        self.target_slack = target_slack  # None: target_index holds exactly the masked positions
         self.pad_id, self.mask_id = tokenizer.pad_token_id, tokenizer.mask_token_id
         if self.mask_id is None:
             raise ValueError("the tokenizer has no mask token; MLM pretraining needs one")
@@ -126,8 +127,22 @@ class MLMCollator:
         # Flat positions of the targets, found here on the host: on a GPU, selecting them with a
         # boolean mask would make every step wait for the device (an unknown output size).
         target_index = (labels.view(-1) != IGNORE).nonzero().squeeze(1)
+        target_labels = labels.view(-1)[target_index]
+        if self.target_slack is not None:
+            target_index, target_labels = self.pad_targets(target_index, target_labels, labels.numel())
         return {"input_ids": masked, "attention_mask": attention, "labels": labels,
-                "target_index": target_index, "target_labels": labels.view(-1)[target_index]}
+                "target_index": target_index, "target_labels": target_labels}
+
+    def pad_targets(self, index: torch.Tensor, labels: torch.Tensor, cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The targets padded (position 0, label IGNORE) to a size that depends on the batch's shape
+        only: target_slack x mask_prob of its cells, in multiples of 64. A batch with more targets
+        than that keeps its exact size (a shape of its own)."""
+        size = -(-int(cells * self.mask_prob * self.target_slack) // 64) * 64
+        extra = size - len(index)
+        if extra < 0:
+            return index, labels
+        return (torch.cat([index, index.new_zeros(extra)]),
+                torch.cat([labels, labels.new_full((extra,), IGNORE)]))
 
     def choose(self, words: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B, T) bool: the tokens to predict. `words`: (B, T) word index, -1 = special/pad."""

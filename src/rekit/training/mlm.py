@@ -33,7 +33,9 @@ from rekit.training.state import FitResult, Progress, as_dict, host_lr, load_int
 
 LOG_FILE = "pretrain.jsonl"
 FIT_AT = (20, 220, 1020)  # steps at which --max-minutes re-fits the schedule to the measured step time
-GRAPH_KEYS = ("input_ids", "attention_mask", "labels")
+# What a step's graph reads: the masked positions come padded to a size fixed by the batch shape
+# (MLMCollator's target_slack), so the vocabulary logits are computed there only, in a graph too.
+GRAPH_KEYS = ("input_ids", "attention_mask", "target_index", "target_labels")
 
 
 def work_dir(out: Path) -> Path:
@@ -42,21 +44,22 @@ def work_dir(out: Path) -> Path:
 
 
 class MLMStep:
-    """One pretraining step: a CUDA graph replay when it can be one (graphs.py), else eager with
-    vocabulary logits at the masked positions only. Returns the batch's mean loss, on the device."""
+    """One pretraining step: a CUDA graph replay when it can be one (graphs.py), else eager; either
+    way `loss(model, batch)` computes vocabulary logits at the masked positions only. Returns the
+    batch's mean loss, on the device. `graph_keys`: the batch entries a graph takes as inputs."""
 
     def __init__(self, model, optimizer, amp_dtype, max_grad_norm: float, device: torch.device, graphed: bool,
-                 masked_loss, all_positions_loss):
+                 loss, graph_keys: tuple[str, ...] = GRAPH_KEYS):
         self.model, self.optimizer, self.amp_dtype, self.device = model, optimizer, amp_dtype, device
-        self.max_grad_norm, self.masked_loss = max_grad_norm, masked_loss
+        self.max_grad_norm, self.loss, self.graph_keys = max_grad_norm, loss, graph_keys
         self.scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
         self.graphs = None
         if graphed:
-            forward = lambda **b: all_positions_loss(model, **b)  # noqa: E731
+            forward = lambda **b: (None, loss(model, b))  # noqa: E731
             self.graphs = step_graphs.StepGraphs(forward, model, optimizer, amp_dtype, max_grad_norm)
 
     def run(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        loss = self.graphs.step({k: batch[k] for k in GRAPH_KEYS}) if self.graphs else None
+        loss = self.graphs.step({k: batch[k] for k in self.graph_keys}) if self.graphs else None
         return self.eager(batch) if loss is None else loss.detach()  # eager: first step, new shape, no graphs
 
     def eager(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -64,7 +67,7 @@ class MLMStep:
         the gradients to this stream and break a later capture)."""
         self.optimizer.zero_grad(set_to_none=True)
         with autocast(self.device, self.amp_dtype):
-            loss = self.masked_loss(self.model, batch)
+            loss = self.loss(self.model, batch)
         (self.scaler.scale(loss) if self.scaler else loss).backward()
         apply_update(self.model, self.optimizer, self.scaler, self.max_grad_norm)
         return loss.detach()

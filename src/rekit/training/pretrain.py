@@ -42,6 +42,11 @@ LOG_FILE, SUMMARY_FILE = mlm.LOG_FILE, "pretrain.json"
 # other options in rekit/config.py, and imported from here by the command and the tests.
 
 
+# Masked positions are padded to TARGET_SLACK x mask_prob of the batch's cells (MLMCollator): room
+# for an unlucky batch (word masking draws whole words); a batch with more runs that step eagerly.
+TARGET_SLACK = 2.0
+
+
 def scratch_mlm_model(tokenizer, size: str, max_positions: int = 512, dropout: float | None = None):
     """A randomly initialised BertForMaskedLM of a scratch size preset (seed before calling)."""
     from transformers import BertForMaskedLM
@@ -55,7 +60,9 @@ def masked_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over the masked positions, with vocabulary logits only there.
 
     For BERT-like models the prediction head runs on the (about 15 %) masked hidden states
-    only: the vocabulary projection is the largest matrix of a small model.
+    only: the vocabulary projection is the largest matrix of a small model. `target_index` may
+    be padded (entries labelled IGNORE): the mean is over the real targets, so a batch's loss
+    does not depend on the padding, and a padded, fixed-size step can be a CUDA graph.
     """
     base = getattr(model, "base_model", None)
     head = getattr(model, "cls", None)
@@ -66,25 +73,9 @@ def masked_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if batch["target_index"].numel() == 0:  # nothing masked in this batch (tiny batches only)
         return h.sum() * 0.0
     h = h.reshape(-1, h.size(-1)).index_select(0, batch["target_index"])  # (M, H): the masked tokens
-    logits = head(h)  # (M, V)
-    return torch.nn.functional.cross_entropy(logits.float(), batch["target_labels"])
-
-
-def all_positions_loss(model, input_ids, attention_mask, labels) -> tuple[None, torch.Tensor]:
-    """The same mean cross-entropy as `masked_loss`, with vocabulary logits at every position and
-    the unmasked ones ignored: fixed shapes for a given batch shape, so the step can be a CUDA
-    graph (more arithmetic than `masked_loss`, no host work). -> (None, loss), as a training
-    forward returns."""
-    base = getattr(model, "base_model", None)
-    head = getattr(model, "cls", None)
-    head = getattr(model, "lm_head", None) if head is None else head
-    if base is None or head is None or base is model:
-        logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
-    else:
-        logits = head(base(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state)
-    total = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), labels.reshape(-1),
-                                              ignore_index=IGNORE, reduction="sum")
-    return None, total / (labels != IGNORE).sum().clamp(min=1)
+    labels = batch["target_labels"]
+    total = torch.nn.functional.cross_entropy(head(h).float(), labels, ignore_index=IGNORE, reduction="sum")
+    return total / (labels != IGNORE).sum().clamp(min=1)
 
 
 @torch.inference_mode()
@@ -174,12 +165,13 @@ def pretrain(model, tokenizer, texts: list[str], s: PretrainSettings, out_dir: s
 def _trainer(model, tokenizer, train, valid, s: PretrainSettings, work: Path, device, amp_dtype, echo) -> mlm.MLMTrainer:
     """The pretraining run's collaborators: step, optimizer, the shared LR schedule, collators."""
     multiple = 8 if device.type == "cuda" else 1
-    collate_train = MLMCollator(train, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
+    graphed = s.graphs and step_graphs.usable(device, 1, amp_dtype) is None
+    slack = TARGET_SLACK if graphed else None  # graphs need the masked positions in fixed-size tensors
+    collate_train = MLMCollator(train, tokenizer, s.mask_prob, s.masking, multiple_of=multiple, target_slack=slack)
     collate_valid = MLMCollator(valid, tokenizer, s.mask_prob, s.masking, multiple_of=multiple)
     model.to(device).train()
-    graphed = s.graphs and step_graphs.usable(device, 1, amp_dtype) is None
     optimizer = adamw(param_groups(model, s.weight_decay), s.lr, device, capturable=graphed)
-    step = mlm.MLMStep(model, optimizer, amp_dtype, s.max_grad_norm, device, graphed, masked_loss, all_positions_loss)
+    step = mlm.MLMStep(model, optimizer, amp_dtype, s.max_grad_norm, device, graphed, masked_loss)
     plan = LRPlan(s.epochs * math.ceil(len(train) / s.batch_size), s.warmup_ratio, s.scheduler)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, plan)
     validate = functools.partial(validation_loss, model, collate_valid, len(valid), 256, device, amp_dtype)

@@ -40,9 +40,12 @@ from rekit.data.readers import read_records  # noqa: E402
 from rekit.data.synthetic import make_splits  # noqa: E402
 from rekit.encoding.collate import to_device  # noqa: E402
 from rekit.modeling import scratch  # noqa: E402
-from rekit.modeling.mlm_data import encode_corpus, unique_texts  # noqa: E402
+from rekit.modeling.mlm_data import (  # noqa: E402
+    IGNORE,
+    encode_corpus,
+    unique_texts,
+)
 from rekit.runtime import autocast_dtype, resolve_device, seed_everything  # noqa: E402
-from rekit.modeling.mlm_data import IGNORE  # noqa: E402
 from rekit.training.mlm import MLMStep  # noqa: E402
 from rekit.training.pretrain import _trainer, scratch_mlm_model  # noqa: E402
 
@@ -76,7 +79,7 @@ def host_ms(collate, batches, gen) -> tuple[float, float]:
     """ms per batch: the row-loop padding + masking, and rekit's collation (padding + masking)."""
     t = time.perf_counter()
     for idx in batches:
-        ids, words, _ = rowloop_batch(collate.corpus, idx, collate.multiple_of, collate.pad_id)
+        _, words, _ = rowloop_batch(collate.corpus, idx, collate.multiple_of, collate.pad_id)
         collate.choose(words, gen)
     loop = (time.perf_counter() - t) / len(batches) * 1e3
     t = time.perf_counter()

@@ -81,13 +81,13 @@ class PackedRows:
     def batch(self, idx: Sequence[int], multiple_of: int, pad_id: int):
         """(input_ids, word_ids, attention_mask), each (B, T) long: T is the longest row rounded up
         to `multiple_of`; padding is `pad_id`, word -1 and attention 0."""
-        idx = np.asarray(idx, dtype=np.int64)
-        lengths = self.lengths[idx]
+        rows = np.asarray(idx, dtype=np.int64)
+        lengths = self.lengths[rows]
         width = -(-int(lengths.max()) // multiple_of) * multiple_of
         pos = np.arange(width)
         real = pos[None, :] < lengths[:, None]
         # Padding positions read the row's last token (any in-range index), then are overwritten.
-        src = self.offsets[idx][:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
+        src = self.offsets[rows][:, None] + np.minimum(pos[None, :], lengths[:, None] - 1)
         ids = np.where(real, self.ids[src], pad_id)
         words = np.where(real, self.words[src], -1)
         return torch.from_numpy(ids), torch.from_numpy(words), torch.from_numpy(real.astype(np.int64))
@@ -137,7 +137,7 @@ class MLMCollator:
         """The targets padded (position 0, label IGNORE) to a size that depends on the batch's shape
         only: target_slack x mask_prob of its cells, in multiples of 64. A batch with more targets
         than that keeps its exact size (a shape of its own)."""
-        size = -(-int(cells * self.mask_prob * self.target_slack) // 64) * 64
+        size = -(-int(cells * self.mask_prob * (self.target_slack or 1.0)) // 64) * 64
         extra = size - len(index)
         if extra < 0:
             return index, labels

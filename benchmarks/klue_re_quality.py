@@ -170,8 +170,8 @@ def students_cmd(r: dict, work: Path, train: str, dev: str):
 
 def community_cmd(args, train: str, dev: str, work: Path, t0: float):
     """The community recipe (row a), started once the encoder is pretrained: beside the pretraining
-    its bert-base took a third of the GPU's pace from the encoder every rekit row starts from (16
-    against 12 ms per MLM step). Its time cap, fixed when it starts, is what is left of the budget
+    its bert-base slowed the MLM steps of the encoder every rekit row starts from (16 against 9 ms
+    per step). Its time cap, fixed when it starts, is what is left of the budget
     before the scoring; what it has trained by then is scored."""
     def cmd() -> list[str]:
         left = args.budget_minutes - (time.time() - t0) / 60 - (1.0 if args.smoke else 1.5)

@@ -164,15 +164,16 @@ def test_sigkill_at_random_points_then_resume_gives_identical_results(work, spaw
 
 
 def test_a_kill_after_the_last_step_resumes_from_the_final_state(work, spawner, reference, tmp_path):
-    # The state saved after a fold's last step holds the model and the result but no optimizer
-    # moments (no step is left to take); a resume finishes the fold from it, not from scratch.
+    # The state saved after a fold's last step holds the result but neither the model (its best
+    # weights are on disk, written once) nor the optimizer's moments: no step is left to take. A
+    # resume finishes the fold from it, not from scratch, with the same best weights.
     run, log = tmp_path / "run", tmp_path / "run.log"
     proc = spawner(train_args(work, run), log, target=_child_killed_at_fold_results)
     proc.join(120)
     assert proc.exitcode == 9, log.read_text()
     saved = checkpoint.load_state(run / "fold-0")
     assert saved is not None and saved["progress"]["step"] == saved["shape"]["total_steps"]
-    assert saved["optimizer"] is None and saved["scheduler"] is None
+    assert saved["optimizer"] is None and saved["scheduler"] is None and saved["model"] is None
     proc = spawner(["train", "--resume", run, "--no-progress"], log)
     proc.join(120)
     assert proc.exitcode == 0, log.read_text()

@@ -163,6 +163,7 @@ class FoldTrainer:
         self.progress = Progress(accum=cfg.grad_accum)
         self.loss_sum = torch.zeros((), device=device)  # summed on the device: no host sync per step
         self.saved_at, self.phase, self.t0 = -1, "training", 0.0
+        self.best_written = -1  # the step whose best weights are on disk already (save_best skips it)
         self.bar: Any = None  # the progress bar, from `start`
 
     def _compile_mode(self) -> str:
@@ -190,7 +191,8 @@ class FoldTrainer:
         if saved["shape"] != self.shape:
             raise RekitError(f"{self.fold_dir / checkpoint.STATE_FILE} was saved for another split or schedule "
                              f"({saved['shape']}, now {self.shape}); delete it to restart this fold")
-        self.model.load_state_dict(saved["model"])
+        if saved["model"] is not None:  # None: saved after the last step (the best weights are on disk)
+            self.model.load_state_dict(saved["model"])
         if saved["optimizer"] is not None:  # None: saved after the last step, when no step is left to take
             self.optimizer.load_state_dict(saved["optimizer"])
             self.scheduler.load_state_dict(saved["scheduler"])
@@ -203,7 +205,7 @@ class FoldTrainer:
         self.schedule.restore(p)
         self.loss_sum = saved["loss_sum"].to(self.device)
         load_into(result, saved["result"])
-        if result.best_step == p.step and result.best_probs is not None:
+        if result.best_step == p.step and result.best_probs is not None and saved["model"] is not None:
             # Saved at a new best, which is written after the state: the kill may have come between.
             self.model.save_weights(self.fold_dir)
         self.saved_at = p.step
@@ -219,11 +221,14 @@ class FoldTrainer:
         p.accum = self.executor.accum
         progress = as_dict(p) | {"epoch_rng": self.schedule.rng_to_save(p)}
         scaler = self.executor.scaler
-        # After the last step no optimizer step is left: the state a resume needs to finish the fold
-        # is the model and the result, not the optimizer's moments (two thirds of a large model's state).
+        # After the last step no step is left: what a resume needs to finish the fold is the result and
+        # the best weights, not the model or the optimizer's moments. A last step that is the new best
+        # has its weights written first, here, and once.
         final = p.step >= self.schedule.total
+        if final and self.result.best_step == p.step:
+            self.save_best()
         checkpoint.save_state(self.fold_dir, p.step, {
-            "shape": self.shape, "model": self.model.state_dict(),
+            "shape": self.shape, "model": None if final else self.model.state_dict(),
             "optimizer": None if final else host_lr(self.optimizer.state_dict()),
             "scheduler": None if final else host_lr(self.scheduler.state_dict()),
             "scaler": scaler.state_dict() if scaler and not final else None,
@@ -232,8 +237,9 @@ class FoldTrainer:
         self.saved_at = p.step
 
     def save_best(self) -> None:
-        if self.main:
+        if self.main and self.best_written != self.progress.step:
             self.model.save_weights(self.fold_dir)
+            self.best_written = self.progress.step
 
     # -- the loop's calls ------------------------------------------------------------------------
     def start(self) -> None:

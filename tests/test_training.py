@@ -1,5 +1,6 @@
 """The training loop, its schedule and fold assignment, on a tiny scratch model (CPU, seconds)."""
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -18,7 +19,7 @@ from rekit.runtime import seed_everything
 from rekit.training.cv import tokenizer_corpus
 from rekit.training.folds import make_folds
 from rekit.training.loop import fit, micro_batches
-from rekit.training.optim import clip_and_step, lr_factor, param_groups
+from rekit.training.optim import clip_and_step, lr_factor, make_optimizer, make_scheduler, param_groups
 
 CPU = torch.device("cpu")
 
@@ -87,6 +88,39 @@ def test_no_weight_decay_on_biases_and_norms(setup):
     assert all("bias" in names[id(p)] or "LayerNorm" in names[id(p)] for p in no_decay["params"])
     assert not any(names[id(p)].endswith("bias") for p in decay["params"])
     assert no_decay["weight_decay"] == 0.0 and decay["weight_decay"] == 0.01
+
+
+def test_layer_decay_scales_each_depth_and_keeps_the_schedule(setup):
+    cfg, lm, tok, _, _ = setup
+    model = build_model(cfg.model, tok, lm)  # tiny: 2 layers
+    train = dataclasses.replace(cfg.train, layer_decay=0.5)
+    opt = make_optimizer(model, train, CPU)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    wd_of = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    named = dict(model.named_parameters())
+    lr = cfg.train.lr
+    assert lr_of[id(named["encoder.embeddings.word_embeddings.weight"])] == pytest.approx(lr * 0.125)
+    assert lr_of[id(named["encoder.encoder.layer.0.output.dense.weight"])] == pytest.approx(lr * 0.25)
+    assert lr_of[id(named["encoder.encoder.layer.1.output.dense.bias"])] == pytest.approx(lr * 0.5)
+    head = [n for n in named if n.startswith("head.")]
+    assert head and all(lr_of[id(named[n])] == pytest.approx(lr) for n in head)
+    assert wd_of[id(named["encoder.encoder.layer.1.output.dense.bias"])] == 0.0
+    assert wd_of[id(named["encoder.encoder.layer.1.output.dense.weight"])] == cfg.train.weight_decay
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    assert sorted(lr_of) == sorted(id(p) for p in trainable)  # every trainable weight once, the pooler not at all
+    sched = make_scheduler(opt, train, total_steps=10)  # warmup 1 step: every group at the same factor
+    opt.step()
+    sched.step()
+    ratios = {round(g["lr"] / b, 6) for g, b in zip(opt.param_groups, sched.base_lrs)}
+    assert len(ratios) == 1
+
+
+def test_layer_decay_one_is_the_plain_groups(setup):
+    cfg, lm, tok, _, _ = setup
+    model = build_model(cfg.model, tok, lm)
+    opt = make_optimizer(model, cfg.train, CPU)
+    assert [len(g["params"]) for g in opt.param_groups] == [len(g["params"]) for g in param_groups(model, 0.01)]
+    assert {g["lr"] for g in opt.param_groups} == {cfg.train.lr}
 
 
 def test_stratified_folds_keep_rare_classes_in_training():

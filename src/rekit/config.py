@@ -139,6 +139,9 @@ class TrainConfig:
                               "predicts 11,500 rows/s on an H200, against 9,100 at 256; BENCHMARKS.md)", low=1)
     optimizer: str = _f("adamw", "optimizer; adamw skips weight decay on biases and norms", ("adamw", "adam"))
     weight_decay: float = _f(0.01, "weight decay (adamw)", low=0)
+    layer_decay: float = _f(1.0, "layer-wise learning-rate decay: the top layer and head get --lr, each encoder "
+                            "layer below it this factor times the one above (e.g. 0.9); 1 = off", low=0, high=1,
+                            low_open=True)
     warmup_ratio: float = _f(0.1, "share of steps with linear warmup", low=0, high=1, high_open=True)
     scheduler: str = _f("linear", "decay after warmup", ("linear", "cosine", "constant"))
     max_grad_norm: float = _f(1.0, "gradient clipping norm; 0 disables", low=0)

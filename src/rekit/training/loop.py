@@ -297,7 +297,7 @@ class FoldTrainer:
             return False
         p.checked = p.step
         epoch = self.schedule.epoch(p.step)
-        row = {"epoch": round(epoch, 3), "step": p.step, "lr": float(self.scheduler.get_last_lr()[0]),
+        row = {"epoch": round(epoch, 3), "step": p.step, "lr": float(max(self.scheduler.get_last_lr())),
                "train_loss": train_loss, "valid_loss": metrics["loss"],
                **{k: metrics[k] for k in ("micro_f1", "auprc", "accuracy", "macro_f1")},
                "time": round(time.time() - self.t0, 2), **throughput}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import torch
@@ -20,12 +21,56 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+_LAYER = re.compile(r"(?:^|\.)layers?\.(\d+)\.")
+
+
+def layer_depth(name: str, n_layers: int) -> int:
+    """How far from the input a parameter of an REModel sits: 0 for the encoder's embeddings,
+    i + 1 for its layer i, n_layers + 1 for everything above (final norms, the head)."""
+    if not name.startswith("encoder."):
+        return n_layers + 1
+    found = _LAYER.search(name)
+    if found:
+        return min(int(found.group(1)) + 1, n_layers + 1)
+    return 0 if "embed" in name else n_layers + 1
+
+
+def layer_decayed_groups(model: torch.nn.Module, weight_decay: float, lr: float, decay: float,
+                         n_layers: int) -> list[dict]:
+    """param_groups with layer-wise learning-rate decay (Clark et al. 2020, ELECTRA): the top gets
+    `lr`, each layer below it `decay` times the one above, the embeddings decay ** (n_layers + 1).
+    Each group keeps its own `lr`; the schedule multiplies them all by the same factor."""
+    groups: dict[tuple[int, bool], dict] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        depth, matrix = layer_depth(name, n_layers), p.ndim >= 2
+        group = groups.setdefault((depth, matrix), {
+            "params": [], "weight_decay": weight_decay if matrix else 0.0,
+            "lr": lr * decay ** (n_layers + 1 - depth)})
+        group["params"].append(p)
+    return [groups[k] for k in sorted(groups)]
+
+
+def optimizer_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict]:
+    """The parameter groups of `cfg`: with --layer-decay below 1 and a layered encoder, one per
+    (depth, decayed or not); else param_groups."""
+    encoder = getattr(model, "encoder", None)
+    n_layers = getattr(getattr(encoder, "config", None), "num_hidden_layers", None)
+    if cfg.layer_decay < 1.0 and n_layers:
+        return layer_decayed_groups(model, cfg.weight_decay, cfg.lr, cfg.layer_decay, n_layers)
+    return param_groups(model, cfg.weight_decay)
+
+
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device,
                    capturable: bool = False) -> torch.optim.Optimizer:
     """Fused AdamW on CUDA. capturable: its step counts live on the GPU, so the update can be part of a
-    CUDA graph (training/graphs.py turns the learning rate into a GPU tensor at the first capture)."""
+    CUDA graph (training/graphs.py turns each group's learning rate into a GPU tensor at the first capture)."""
     if cfg.optimizer == "adamw":
-        return adamw(param_groups(model, cfg.weight_decay), cfg.lr, device, capturable)
+        return adamw(optimizer_groups(model, cfg), cfg.lr, device, capturable)
+    if cfg.layer_decay < 1.0:  # Adam decays no weights: the groups' learning rates are what matter
+        groups = [{**g, "weight_decay": 0.0} for g in optimizer_groups(model, cfg)]
+        return torch.optim.Adam(groups, lr=cfg.lr, **_fused(device, capturable))
     return torch.optim.Adam(model.parameters(), lr=cfg.lr, **_fused(device, capturable))
 
 

@@ -11,8 +11,9 @@ sentences with `rekit pretrain --extra-text`). Rows, side by side in one run:
   (e) with --distill: (d) distilled into one model (`rekit distill`), with both rows' inference speed
 
 plus ablations, each one change to (c) on fold 0 (pretraining, input/markers, head, tokenizer,
-loss, augmentations), and prior adaptation (`--adapt-priors em`) on (c) and (d). Jobs run as
-subprocesses, several at a time on one GPU, optional ones only while the time budget allows.
+loss, augmentations) or one addition to it (R-Drop; ADDITIONS), and prior adaptation
+(`--adapt-priors em`) on (c) and (d). Jobs run as subprocesses, several at a time on one GPU,
+optional ones only while the time budget allows.
 
     python benchmarks/klue_re_quality.py --out $OUT --budget-minutes 9          # GPU
     python benchmarks/klue_re_quality.py --out /tmp/q --smoke                   # CPU, seconds
@@ -73,6 +74,7 @@ SMOKE = {
 ABLATIONS = {
     "no_pretraining": ("pretraining: none (random init, lr 3e-4 as the issue's probe)",
                        {"model": "scratch", "lr": "3e-4"}, None),
+    "rdrop": ("regularisation: + R-Drop (alpha 1.0, two dropout passes per step)", {"rdrop": "1.0"}, None),
     "morpheme": ("tokenizer: morpheme vocabulary instead of WordPiece", {}, "morpheme"),
     "input_community": ("input: no markers, 'subj[SEP]obj' + sentence, [CLS] head",
                         {"marker": "none", "first_segment": "entities", "head": "cls"}, None),
@@ -87,6 +89,9 @@ ABLATIONS = {
     "pretrain_train_only": ("pretraining text: train sentences only (no dev sentences)", {}, "train_only"),
 }
 SMOKE_ABLATIONS = ("no_pretraining", "focal")
+# Ablations that add an option (c) leaves off, rather than change one of its choices: their gain is
+# theirs over (c), the ablation minus (c), where the others' is (c)'s over them.
+ADDITIONS = {"rdrop"}
 # Each of these trains a second encoder, which would share the GPU with the main pretraining and
 # slow it down: they run only when named in --ablations.
 SECOND_PRETRAINING = ("morpheme", "pretrain_train_only")
@@ -117,8 +122,9 @@ def finetune_cmd(r: dict, model: str, train: str, out: Path, fold: int, **over: 
                 "--scratch-size", r["size"], "--scratch-vocab-size", str(r["vocab"]), "--folds", str(f["folds"]),
                 "--only-folds", str(fold), "--no-progress", "--eval-batch-size", "512")
     cmd += ["--compile", "off"] if EAGER else []
-    for key in ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
-                "max_length", "metric", "loss", "augment", "label_smoothing"):
+    keys = ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
+            "max_length", "metric", "loss", "augment", "label_smoothing", "rdrop")
+    for key in dict.fromkeys((*keys, *over)):  # an ablation's own option always reaches the command
         if key in f:
             cmd += [f"--{key.replace('_', '-')}", str(f[key])]
     return cmd
@@ -435,17 +441,22 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         ref = rows["c"]
         for name, d in abl_dirs.items():
             p, _ = by_dir[str(d)]
-            s = scores(y, p, label_map)
             job = jobs.get(f"abl_{name}")
-            improvements.append({"change": ABLATIONS[name][0], "ablation": name, **s,
-                                 "gain_of_recipe_micro_f1": round(ref["micro_f1"] - s["micro_f1"], 2),
-                                 "gain_of_recipe_auprc": round(ref["auprc"] - s["auprc"], 2),
-                                 "status": job.status if job else "?"})
+            improvements.append(ablation_row(name, scores(y, p, label_map), ref, job.status if job else "?"))
     return {"rows": rows, "ablations": improvements,
             "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
             "stopped_folds": [k for k in range(folds) if jobs.get(f"fold{k}") and jobs[f"fold{k}"].status == "stopped"],
             "dev_rows": len(dev), "train_rows": len(train), "parameters_note": "(d) counts all fold models",
             "pretrain_seconds": pre.seconds if pre else None}
+
+
+def ablation_row(name: str, s: dict, ref: dict, status: str) -> dict:
+    """An ablation's dev scores and its gain: (c) minus the ablation (what the recipe's choice gains),
+    or for one of ADDITIONS the ablation minus (c) (what the addition gains), under its own key."""
+    kind, sign = ("addition", -1) if name in ADDITIONS else ("recipe", 1)
+    return {"change": ABLATIONS[name][0], "ablation": name, **s, "adds": name in ADDITIONS,
+            f"gain_of_{kind}_micro_f1": round(sign * (ref["micro_f1"] - s["micro_f1"]), 2),
+            f"gain_of_{kind}_auprc": round(sign * (ref["auprc"] - s["auprc"]), 2), "status": status}
 
 
 def students_row(args, work: Path, jobs: dict[str, Job], dev, y, label_map, job_minutes: float) -> dict:
@@ -486,14 +497,13 @@ def markdown(result: dict) -> str:
         elif key in ("a", "b", "c", "d"):
             lines.append(f"| ({key}) | not finished in this run | | | | | |")
     abl = result.get("ablations") or []
-    if abl:
-        lines += ["", "Each ablation changes one thing of (c) (fold 0, same split, dev scored without adaptation); "
-                  "gain = (c) minus the ablation.", "",
-                  "| change | micro-F1 | AUPRC | gain of the recipe (micro-F1) | gain (AUPRC) |", "|---|---:|---:|---:|---:|"]
-        for a in abl:
-            note = "" if a["status"] == "ok" else f" ({a['status']})"
-            lines.append(f"| {a['change']}{note} | {a['micro_f1']:.2f} | {a['auprc']:.2f} | "
-                         f"{a['gain_of_recipe_micro_f1']:+.2f} | {a['gain_of_recipe_auprc']:+.2f} |")
+    lines += ablation_table([a for a in abl if not a.get("adds")], "recipe",
+                            "Each ablation changes one thing of (c) (fold 0, same split, dev scored without "
+                            "adaptation); gain = (c) minus the ablation.")
+    # The comparisons below (row minus its reference) continue the additions' table if there is one.
+    lines += ablation_table([a for a in abl if a.get("adds")], "addition",
+                            "Each addition adds one option to (c) (fold 0, same split, dev scored without "
+                            "adaptation); gain = the addition minus (c).")
     if "c" in rows and "d" in rows:
         lines.append(f"| ensemble: {rows['d']['name']} vs fold 0 | {rows['d']['micro_f1']:.2f} | {rows['d']['auprc']:.2f} | "
                      f"{rows['d']['micro_f1'] - rows['c']['micro_f1']:+.2f} | {rows['d']['auprc'] - rows['c']['auprc']:+.2f} |")
@@ -516,6 +526,19 @@ def markdown(result: dict) -> str:
         lines += ["", f"Pretraining: {pre['steps']:,} steps ({pre['epochs_run']} epochs) in {pre['seconds']:.0f}s, "
                   f"held-out MLM perplexity {pre['final']['valid_perplexity']}" + (f"; {pre['note']}" if pre.get("note") else "")]
     return "\n".join(lines) + "\n"
+
+
+def ablation_table(abl: list[dict], kind: str, intro: str) -> list[str]:
+    """Markdown lines of the ablations' table: kind 'recipe' (gain of (c) over each) or 'addition'."""
+    if not abl:
+        return []
+    lines = ["", intro, "", f"| change | micro-F1 | AUPRC | gain of the {kind} (micro-F1) | gain (AUPRC) |",
+             "|---|---:|---:|---:|---:|"]
+    for a in abl:
+        note = "" if a["status"] == "ok" else f" ({a['status']})"
+        lines.append(f"| {a['change']}{note} | {a['micro_f1']:.2f} | {a['auprc']:.2f} | "
+                     f"{a[f'gain_of_{kind}_micro_f1']:+.2f} | {a[f'gain_of_{kind}_auprc']:+.2f} |")
+    return lines
 
 
 def write_log_tails(log_dir: Path, dest: Path, lines: int = 25) -> None:

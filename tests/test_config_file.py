@@ -81,6 +81,11 @@ def test_the_benchmark_runs_the_shipped_recipe():
                  "--overwrite", "--only-folds", "0", "--no-progress")
     assert RunConfig.from_dict({}, explicit_flags(args)) == RunConfig.from_yaml(RECIPE, explicit_flags(want))
     assert r["distill"] == {"alpha": 0.8, "temperature": 1.0}
+    # an ablation's own option reaches its command; an addition's gain is its score minus (c)'s
+    assert q.finetune_cmd(r, "enc", "t.csv", tmp, 0, **q.ABLATIONS["rdrop"][1])[-2:] == ["--rdrop", "1.0"]
+    s, ref = {"micro_f1": 51.0, "auprc": 40.0}, {"micro_f1": 50.0, "auprc": 41.0}
+    assert q.ablation_row("rdrop", s, ref, "ok")["gain_of_addition_micro_f1"] == 1.0
+    assert q.ablation_row("focal", s, ref, "ok")["gain_of_recipe_auprc"] == 1.0
 
 
 def test_rekit_pretrain_config_end_to_end(tmp_path, capsys):

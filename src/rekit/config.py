@@ -148,6 +148,9 @@ class TrainConfig:
     label_smoothing: float = _f(0.0, "cross-entropy label smoothing", low=0, high=1, high_open=True)
     loss: str = _f("ce", "classification loss: ce (cross-entropy) or focal", LOSSES)
     focal_gamma: float = _f(2.0, "focusing exponent of --loss focal (0 = cross-entropy)", low=0)
+    rdrop: float = _f(0.0, "R-Drop (Liang et al. 2021): every training row runs twice, with different dropout, and "
+                      "this weight times the symmetric KL of the two predictions joins the loss; about 2x compute "
+                      "per step; 0 = off", low=0)
     augment: str = _f("none", "training-time augmentations, comma-separated: swap (subject/object of symmetric "
                       "and inverse relations), entity (same-type entity replacement), punct (punctuation "
                       "insertion), mask (random token masking); none")

@@ -18,7 +18,7 @@ from rekit.modeling.source import check_model_source
 STUDENT_FIELDS = ("model", "scratch_size", "scratch_vocab_size", "marker", "first_segment", "head", "max_length",
                   "dropout", "trust_remote_code", "output", "overwrite", "epochs", "lr", "batch_size", "grad_accum",
                   "eval_batch_size", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm", "label_smoothing",
-                  "precision", "compile", "pad_multiple", "eval_every", "save_every", "oom_retry", "seed",
+                  "rdrop", "precision", "compile", "pad_multiple", "eval_every", "save_every", "oom_retry", "seed",
                   "deterministic", "device", "progress", "report_to",
                   # --folds K only: how the K students train (as `rekit train`'s folds do)
                   "concurrent_folds", "only_folds", "metric", "patience")

@@ -95,7 +95,8 @@ def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothin
     """A new REModel. Seed the RNGs before calling: initialisation draws random numbers.
 
     With `train`, its loss (--loss, --label-smoothing, --focal-gamma) becomes the model's
-    loss_fn, and --augment mask installs dynamic token masking.
+    loss_fn, --rdrop its R-Drop weight (applied in training mode only), and --augment mask
+    installs dynamic token masking.
     """
     from transformers import AutoConfig, AutoModel
 
@@ -121,6 +122,7 @@ def build_model(cfg: ModelConfig, tokenizer, label_map: LabelMap, label_smoothin
     model = REModel(encoder, spec, label_smoothing)
     if train is not None:
         model.loss_fn = make_loss(train.loss, train.label_smoothing, train.focal_gamma)
+        model.rdrop = train.rdrop
         if "mask" in parse_augments(train.augment):
             install_token_masking(model, tokenizer, train.token_mask_prob)
     return model

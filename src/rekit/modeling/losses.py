@@ -2,7 +2,8 @@
 distillation from target probabilities (`rekit distill`).
 
 `REModel.forward` calls `model.loss_fn(logits, labels)`; `make_loss` builds it from the
-training config, so a new loss needs no change to the loop.
+training config, so a new loss needs no change to the loop. `symmetric_kl` is R-Drop's extra term
+(--rdrop), added by `REModel.forward` on top of whichever loss_fn the model has.
 """
 
 from __future__ import annotations
@@ -74,6 +75,18 @@ class DistillLoss(nn.Module):
         soft_weight = 1 - self.alpha * keep  # labeled rows: 1 - alpha; unlabeled rows: 1
         per_row = self.alpha * keep * ce + soft_weight * kl
         return per_row.mean()
+
+
+def symmetric_kl(logits_a: torch.Tensor, logits_b: torch.Tensor) -> torch.Tensor:
+    """R-Drop's consistency term (Liang et al. 2021): (KL(p_a || p_b) + KL(p_b || p_a)) / 2 per row,
+    averaged over the rows; logits: (B, C) -> scalar.
+
+    The two KLs sum to sum_c (p_a - p_b) * (log p_a - log p_b), one expression with gradients into
+    both passes, as in the paper. float32 log-softmax: two dropout passes differ by little, which
+    bf16 would round away. No data-dependent shapes or host reads, so it can be in a CUDA graph."""
+    log_a = torch.log_softmax(logits_a.float(), dim=-1)
+    log_b = torch.log_softmax(logits_b.float(), dim=-1)
+    return ((log_a.exp() - log_b.exp()) * (log_a - log_b)).sum(dim=-1).mean() / 2
 
 
 def make_loss(loss: str = "ce", label_smoothing: float = 0.0, focal_gamma: float = 2.0) -> nn.Module:

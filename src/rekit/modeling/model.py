@@ -27,6 +27,7 @@ from rekit.data.labels import LabelMap
 from rekit.errors import RekitError
 from rekit.io import atomic_path, atomic_write_text
 from rekit.modeling.heads import HEADS
+from rekit.modeling.losses import symmetric_kl
 from rekit.rundir import HEAD_FILE, LABELS_FILE, SPEC_FILE, WEIGHTS_FILE
 
 if TYPE_CHECKING:
@@ -63,20 +64,45 @@ class REModel(nn.Module):
         hidden = encoder.config.hidden_size
         self.head = HEADS[spec.head](hidden, spec.n_labels, spec.dropout)
         self.loss_fn: nn.Module = nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+        # R-Drop weight (--rdrop; build_model sets it): a training setting, not part of the spec, so a
+        # saved model predicts the same whatever it was.
+        self.rdrop = 0.0
         self.use_token_types = getattr(encoder.config, "type_vocab_size", 1) > 1
 
     def forward(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids=None, labels=None,
                 soft_targets=None):
         """input_ids, attention_mask: (B, T); subj_pos, obj_pos: (B,) -> logits (B, C), loss or None.
         soft_targets: (B, C) target probabilities for a distillation loss (losses.DistillLoss)."""
-        kw = {"token_type_ids": token_type_ids} if (token_type_ids is not None and self.use_token_types) else {}
-        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
-        logits = self.head(h, subj_pos, obj_pos)
+        if labels is not None and self.training and self.rdrop > 0:
+            return self._rdrop_forward(input_ids, attention_mask, subj_pos, obj_pos, token_type_ids, labels,
+                                       soft_targets)
+        logits = self._logits(input_ids, attention_mask, subj_pos, obj_pos, token_type_ids)
         if labels is None:
             return logits, None
+        return logits, self._loss(logits, labels, soft_targets)
+
+    def _logits(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids):
+        kw = {"token_type_ids": token_type_ids} if (token_type_ids is not None and self.use_token_types) else {}
+        h = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kw).last_hidden_state
+        return self.head(h, subj_pos, obj_pos)
+
+    def _loss(self, logits, labels, soft_targets):
         if soft_targets is None:
-            return logits, self.loss_fn(logits.float(), labels)
-        return logits, self.loss_fn(logits.float(), labels, soft_targets)
+            return self.loss_fn(logits.float(), labels)
+        return self.loss_fn(logits.float(), labels, soft_targets)
+
+    def _rdrop_forward(self, input_ids, attention_mask, subj_pos, obj_pos, token_type_ids, labels, soft_targets):
+        """R-Drop (Liang et al. 2021): the mean of the two passes' losses + rdrop x their symmetric KL.
+
+        Both passes are one forward over the batch stacked on itself (2B rows, each row its own
+        dropout mask): one call for DDP's hooks, static shapes for CUDA graphs, and gradient
+        accumulation, concurrent folds and --augment mask (each copy masked independently) unchanged.
+        Returns the first pass's logits, (B, C) as without R-Drop."""
+        twice = [None if t is None else torch.cat((t, t)) for t in (input_ids, attention_mask, subj_pos, obj_pos,
+                                                                     token_type_ids)]
+        first, second = self._logits(*twice).chunk(2)
+        task = (self._loss(first, labels, soft_targets) + self._loss(second, labels, soft_targets)) / 2
+        return first, task + self.rdrop * symmetric_kl(first, second)
 
     # -- persistence ----------------------------------------------------------------------
     def save(self, directory: str | Path, tokenizer, label_map: LabelMap, weights: bool = True) -> None:

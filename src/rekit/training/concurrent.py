@@ -43,14 +43,16 @@ def activation_bytes(batch: int, length: int, hidden: int, layers: int, heads: i
 
 def fold_bytes(model: torch.nn.Module, batch: int, length: int) -> int:
     """What one more concurrent fold needs: fp32 weights, gradients and two AdamW moments (16 bytes
-    per parameter), plus one step's activations at the longest allowed length."""
+    per parameter), plus one step's activations at the longest allowed length (twice the rows
+    under R-Drop, which runs each row twice)."""
     cfg: Any = getattr(getattr(model, "encoder", None), "config", None)
 
     def size(*names: str, default: int) -> int:  # BERT-style names first, then DistilBERT's
         return next((int(getattr(cfg, n)) for n in names if isinstance(getattr(cfg, n, None), int)), default)
 
     params = sum(p.numel() for p in model.parameters())
-    acts = activation_bytes(batch, length, size("hidden_size", "dim", default=1024),
+    rows = batch * (2 if getattr(model, "rdrop", 0.0) > 0 else 1)
+    acts = activation_bytes(rows, length, size("hidden_size", "dim", default=1024),
                             size("num_hidden_layers", "n_layers", default=24),
                             size("num_attention_heads", "n_heads", default=16))
     return 16 * params + acts

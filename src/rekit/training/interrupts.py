@@ -42,6 +42,8 @@ def oom_advice(cfg: TrainConfig, accum: int, longest: int, max_length: int, can_
         options.append(f"--batch-size {cfg.batch_size // 2}")
     if max_length > 16:
         options.append(f"--max-length {max(16, max_length // 2)}")
+    if cfg.rdrop > 0:
+        options.append("--rdrop 0 (R-Drop runs every example twice)")
     retry = "" if cfg.oom_retry or not can_retry else "; --oom-retry halves the micro-batch by itself"
     return (f"micro-batch of {micro} examples up to {longest} tokens (--batch-size {cfg.batch_size}, "
             f"--grad-accum {accum}, --max-length {max_length}). To fit: {' or '.join(options)}{retry}")

@@ -75,6 +75,7 @@ ABLATIONS = {
     "no_pretraining": ("pretraining: none (random init, lr 3e-4 as the issue's probe)",
                        {"model": "scratch", "lr": "3e-4"}, None),
     "rdrop": ("regularisation: + R-Drop (alpha 1.0, two dropout passes per step)", {"rdrop": "1.0"}, None),
+    "llrd": ("optimisation: + layer-wise learning-rate decay 0.9", {"layer_decay": "0.9"}, None),
     "morpheme": ("tokenizer: morpheme vocabulary instead of WordPiece", {}, "morpheme"),
     "input_community": ("input: no markers, 'subj[SEP]obj' + sentence, [CLS] head",
                         {"marker": "none", "first_segment": "entities", "head": "cls"}, None),
@@ -91,7 +92,7 @@ ABLATIONS = {
 SMOKE_ABLATIONS = ("no_pretraining", "focal")
 # Ablations that add an option (c) leaves off, rather than change one of its choices: their gain is
 # theirs over (c), the ablation minus (c), where the others' is (c)'s over them.
-ADDITIONS = {"rdrop"}
+ADDITIONS = {"rdrop", "llrd"}
 # Each of these trains a second encoder, which would share the GPU with the main pretraining and
 # slow it down: they run only when named in --ablations.
 SECOND_PRETRAINING = ("morpheme", "pretrain_train_only")
@@ -411,6 +412,7 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
     if 0 in fold_dirs:
         p0, n0 = by_dir[str(fold_dirs[0])]
         add("c", "rekit single model (fold 0)", p0, oof_of([fold_dirs[0]], y_train), minutes("pretrain", "fold0"), n0)
+        rows["c"]["holdout_micro_f1"] = holdout_f1(fold_dirs[0])
     if fold_dirs:
         pe = np.mean([by_dir[str(d)][0] for d in fold_dirs.values()], axis=0)
         n = sum(by_dir[str(d)][1] for d in fold_dirs.values())
@@ -442,12 +444,19 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         for name, d in abl_dirs.items():
             p, _ = by_dir[str(d)]
             job = jobs.get(f"abl_{name}")
-            improvements.append(ablation_row(name, scores(y, p, label_map), ref, job.status if job else "?"))
+            improvements.append({**ablation_row(name, scores(y, p, label_map), ref, job.status if job else "?"),
+                                 "holdout_micro_f1": holdout_f1(d)})
     return {"rows": rows, "ablations": improvements,
             "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
             "stopped_folds": [k for k in range(folds) if jobs.get(f"fold{k}") and jobs[f"fold{k}"].status == "stopped"],
             "dev_rows": len(dev), "train_rows": len(train), "parameters_note": "(d) counts all fold models",
             "pretrain_seconds": pre.seconds if pre else None}
+
+
+def holdout_f1(fold_dir: Path) -> float | None:
+    """The fold's best micro-F1 on its own held-out training rows (what a user can choose by: no dev labels)."""
+    best = (_read_json(fold_dir / "result.json") or {}).get("best") or {}
+    return round(best["micro_f1"], 2) if "micro_f1" in best else None
 
 
 def ablation_row(name: str, s: dict, ref: dict, status: str) -> dict:
@@ -497,13 +506,14 @@ def markdown(result: dict) -> str:
         elif key in ("a", "b", "c", "d"):
             lines.append(f"| ({key}) | not finished in this run | | | | | |")
     abl = result.get("ablations") or []
+    held = rows.get("c", {}).get("holdout_micro_f1")
     lines += ablation_table([a for a in abl if not a.get("adds")], "recipe",
                             "Each ablation changes one thing of (c) (fold 0, same split, dev scored without "
-                            "adaptation); gain = (c) minus the ablation.")
+                            "adaptation); gain = (c) minus the ablation.", held)
     # The comparisons below (row minus its reference) continue the additions' table if there is one.
     lines += ablation_table([a for a in abl if a.get("adds")], "addition",
                             "Each addition adds one option to (c) (fold 0, same split, dev scored without "
-                            "adaptation); gain = the addition minus (c).")
+                            "adaptation); gain = the addition minus (c).", held)
     if "c" in rows and "d" in rows:
         lines.append(f"| ensemble: {rows['d']['name']} vs fold 0 | {rows['d']['micro_f1']:.2f} | {rows['d']['auprc']:.2f} | "
                      f"{rows['d']['micro_f1'] - rows['c']['micro_f1']:+.2f} | {rows['d']['auprc'] - rows['c']['auprc']:+.2f} |")
@@ -528,16 +538,20 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def ablation_table(abl: list[dict], kind: str, intro: str) -> list[str]:
-    """Markdown lines of the ablations' table: kind 'recipe' (gain of (c) over each) or 'addition'."""
+def ablation_table(abl: list[dict], kind: str, intro: str, ref_holdout: float | None = None) -> list[str]:
+    """Markdown lines of the ablations' table: kind 'recipe' (gain of (c) over each) or 'addition'.
+    The last column is the fold's micro-F1 on its held-out training rows, (c)'s in the heading."""
     if not abl:
         return []
-    lines = ["", intro, "", f"| change | micro-F1 | AUPRC | gain of the {kind} (micro-F1) | gain (AUPRC) |",
-             "|---|---:|---:|---:|---:|"]
+    ref = f"{ref_holdout:.2f}" if ref_holdout is not None else "?"
+    lines = ["", intro, "", f"| change | micro-F1 | AUPRC | gain of the {kind} (micro-F1) | gain (AUPRC) | "
+             f"held-out train rows micro-F1 ((c): {ref}) |", "|---|---:|---:|---:|---:|---:|"]
     for a in abl:
         note = "" if a["status"] == "ok" else f" ({a['status']})"
+        held = a.get("holdout_micro_f1")
         lines.append(f"| {a['change']}{note} | {a['micro_f1']:.2f} | {a['auprc']:.2f} | "
-                     f"{a[f'gain_of_{kind}_micro_f1']:+.2f} | {a[f'gain_of_{kind}_auprc']:+.2f} |")
+                     f"{a[f'gain_of_{kind}_micro_f1']:+.2f} | {a[f'gain_of_{kind}_auprc']:+.2f} | "
+                     f"{'' if held is None else f'{held:.2f}'} |")
     return lines
 
 

@@ -16,10 +16,10 @@ from rekit.modeling.source import check_model_source
 
 # `rekit train` options a student may set (the rest come from the teacher's config.yaml).
 STUDENT_FIELDS = ("model", "scratch_size", "scratch_vocab_size", "marker", "first_segment", "head", "max_length",
-                  "dropout", "trust_remote_code", "output", "overwrite", "epochs", "lr", "batch_size", "grad_accum",
-                  "eval_batch_size", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm", "label_smoothing",
-                  "rdrop", "precision", "compile", "pad_multiple", "eval_every", "save_every", "oom_retry", "seed",
-                  "deterministic", "device", "progress", "report_to",
+                  "dropout", "trust_remote_code", "output", "overwrite", "epochs", "lr", "layer_decay", "batch_size",
+                  "grad_accum", "eval_batch_size", "weight_decay", "warmup_ratio", "scheduler", "max_grad_norm",
+                  "label_smoothing", "rdrop", "precision", "compile", "pad_multiple", "eval_every", "save_every",
+                  "oom_retry", "seed", "deterministic", "device", "progress", "report_to",
                   # --folds K only: how the K students train (as `rekit train`'s folds do)
                   "concurrent_folds", "only_folds", "metric", "patience")
 

@@ -95,7 +95,7 @@ def _train(data, tmp_path, name, dist=None, **kw):
             "lr": 1e-3, "batch_size": 16, "epochs": 3, "progress": False, "dropout": 0.0, "precision": "fp32"}
     cfg = RunConfig.from_dict({}, {**base, **kw})
     seed_everything(0)
-    model = build_model(cfg.model, tok, lm)
+    model = build_model(cfg.model, tok, lm, train=cfg.train)  # the train options' loss, masking, R-Drop
     result = fit(model, tok, lm, feats, feats.subset(range(64)), cfg.train, tmp_path / name, seed=0, device=CUDA,
                  dist=dist)
     return model, result
@@ -203,8 +203,9 @@ def test_graphs_train_like_the_eager_loop(data, tmp_path):
 
 
 @needs_cuda
-def test_graphs_with_bf16_dropout_focal_loss_and_token_masking(data, tmp_path):
-    _, r = _train(data, tmp_path, "bf16", compile="graphs", precision="bf16", dropout=0.1, loss="focal", augment="mask")
+def test_graphs_with_bf16_dropout_focal_loss_token_masking_rdrop_and_layer_decay(data, tmp_path):
+    _, r = _train(data, tmp_path, "bf16", compile="graphs", precision="bf16", dropout=0.1, loss="focal", augment="mask",
+                  rdrop=1.0, layer_decay=0.8)
     assert r.timing["replays"] > 0
     losses = [row["train_loss"] for row in r.history]
     assert all(torch.isfinite(torch.tensor(losses))) and losses[-1] < losses[0]

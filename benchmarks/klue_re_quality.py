@@ -90,6 +90,8 @@ ABLATIONS = {
     "pretrain_train_only": ("pretraining text: train sentences only (no dev sentences)", {}, "train_only"),
 }
 SMOKE_ABLATIONS = ("no_pretraining", "focal")
+# Ablations that need no job: the recipe's own fold models scored another way.
+POSTHOC = {"no_type_constraints": "prediction: no type-pair constraints (the same models' raw probabilities)"}
 # Ablations that add an option (c) leaves off, rather than change one of its choices: their gain is
 # theirs over (c), the ablation minus (c), where the others' is (c)'s over them.
 ADDITIONS: set[str] = set()
@@ -124,10 +126,13 @@ def finetune_cmd(r: dict, model: str, train: str, out: Path, fold: int, **over: 
                 "--only-folds", str(fold), "--no-progress", "--eval-batch-size", "512")
     cmd += ["--compile", "off"] if EAGER else []
     keys = ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
-            "max_length", "metric", "loss", "augment", "label_smoothing", "rdrop", "layer_decay")
+            "max_length", "metric", "loss", "augment", "label_smoothing", "rdrop", "layer_decay", "type_constraints")
     for key in dict.fromkeys((*keys, *over)):  # an ablation's own option always reaches the command
-        if key in f:
-            cmd += [f"--{key.replace('_', '-')}", str(f[key])]
+        flag = key.replace("_", "-")
+        if isinstance(f.get(key), bool):
+            cmd += [f"--{flag}" if f[key] else f"--no-{flag}"]
+        elif key in f:
+            cmd += [f"--{flag}", str(f[key])]
     return cmd
 
 
@@ -251,19 +256,23 @@ def model_ready(d: Path) -> bool:
     return (d / "model.safetensors").is_file() and (d / "rekit.json").is_file()
 
 
-def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list[int]]:
-    """Each model's dev probabilities (dev encoded once per tokenizer) and parameter counts."""
+def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list, list[int]]:
+    """Each model's dev probabilities as `rekit predict` gives them (with its type-pair constraints,
+    if it has them), the same without them, and parameter counts (dev encoded once per tokenizer)."""
+    from rekit.data.constraints import constrain
     from rekit.ensemble import Ensemble
 
-    ens = Ensemble(dirs, device=device, batch_size=512, keep_loaded=False)
-    probs = ens.member_probas(dev_records)
+    ens = Ensemble(dirs, device=device, batch_size=512, keep_loaded=False, type_constraints=False)
+    raw = ens.member_probas(dev_records)
+    pairs = [(_read_json(d / "rekit.json") or {}).get("type_pairs") for d in dirs]
+    probs = [constrain(p, dev_records, tp, ens.classes_) for p, tp in zip(raw, pairs)]
     from safetensors import safe_open
 
     params = []
     for d in dirs:
         with safe_open(str(d / "model.safetensors"), "np") as f:
             params.append(sum(_numel(f.get_slice(k).get_shape()) for k in f.keys()))  # noqa: SIM118 (safe_open is not iterable)
-    return probs, params
+    return probs, raw, params
 
 
 def infer_rate(dirs: list[Path], records, device: str) -> float:
@@ -389,8 +398,9 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
     fold_dirs = {k: d for k, d in fold_dirs.items() if model_ready(d)}
     abl_dirs = {n: work / f"abl-{n}" / "fold-0" for n in ABLATIONS if model_ready(work / f"abl-{n}" / "fold-0")}
     dirs = list(fold_dirs.values()) + list(abl_dirs.values())
-    probs, params = dev_probas(dirs, dev, args.device) if dirs else ([], [])
+    probs, raw, params = dev_probas(dirs, dev, args.device) if dirs else ([], [], [])
     by_dir = {str(d): (p, n) for d, p, n in zip(dirs, probs, params)}
+    raw_of = {str(d): p for d, p in zip(dirs, raw)}
     pre = jobs.get("pretrain")
     y_train = np.asarray([label_map.label2id[x.label] for x in train])
 
@@ -413,8 +423,11 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         p0, n0 = by_dir[str(fold_dirs[0])]
         add("c", "rekit single model (fold 0)", p0, oof_of([fold_dirs[0]], y_train), minutes("pretrain", "fold0"), n0)
         rows["c"]["holdout_micro_f1"] = holdout_f1(fold_dirs[0])
+        rows["c-tc"] = {"name": "(c) without type-pair constraints", **scores(y, raw_of[str(fold_dirs[0])], label_map)}
     if fold_dirs:
         pe = np.mean([by_dir[str(d)][0] for d in fold_dirs.values()], axis=0)
+        rows["d-tc"] = {"name": "(d) without type-pair constraints",
+                        **scores(y, np.mean([raw_of[str(d)] for d in fold_dirs.values()], axis=0), label_map)}
         n = sum(by_dir[str(d)][1] for d in fold_dirs.values())
         add("d", f"rekit {len(fold_dirs)}-fold ensemble", pe, oof_of(list(fold_dirs.values()), y_train),
             minutes("pretrain", *[f"fold{i}" for i in fold_dirs]), n)
@@ -426,7 +439,7 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
 
     student = work / "distilled" / "fold-0"
     if model_ready(student) and jobs.get("distill") and jobs["distill"].status == "ok":
-        (ps,), (ns,) = dev_probas([student], dev, args.device)
+        (ps,), _, (ns,) = dev_probas([student], dev, args.device)
         info = _read_json(work / "distilled" / "distill.json") or {}
         how = ", dev sentences unlabeled" if info.get("n_unlabeled") else ""
         rows["e"] = {"name": f"(d) distilled into one model (rekit distill{how})",
@@ -446,11 +459,38 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             job = jobs.get(f"abl_{name}")
             improvements.append({**ablation_row(name, scores(y, p, label_map), ref, job.status if job else "?"),
                                  "holdout_micro_f1": holdout_f1(d)})
+        if "c-tc" in rows and (_read_json(fold_dirs[0] / "rekit.json") or {}).get("type_pairs"):  # the recipe has them
+            improvements.append(ablation_row("no_type_constraints", rows["c-tc"], ref, "ok"))
     return {"rows": rows, "ablations": improvements,
+            "type_constraints_oof": type_constraints_oof(list(fold_dirs.values()), train, y_train, label_map),
             "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
             "stopped_folds": [k for k in range(folds) if jobs.get(f"fold{k}") and jobs[f"fold{k}"].status == "stopped"],
             "dev_rows": len(dev), "train_rows": len(train), "parameters_note": "(d) counts all fold models",
             "pretrain_seconds": pre.seconds if pre else None}
+
+
+def type_constraints_oof(dirs: list[Path], train, y_train, label_map) -> dict | None:
+    """The choice made on training data: the folds' out-of-fold rows scored raw and with type-pair
+    constraints learned from each fold's own training rows. -> {"raw": scores, "constrained": scores}."""
+    import numpy as np
+
+    from rekit import rundir
+    from rekit.data.constraints import constrain, learn_type_pairs
+
+    raw, con, ys = [], [], []
+    for d in dirs:
+        if not ((d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()):
+            continue
+        idx, probs, _ = rundir.load_fold(d)
+        held = set(idx.tolist())
+        pairs = learn_type_pairs(r for i, r in enumerate(train) if i not in held)
+        raw.append(probs)
+        con.append(constrain(probs, [train[i] for i in idx], pairs, label_map.labels))
+        ys.append(y_train[idx])
+    if not raw:
+        return None
+    y = np.concatenate(ys)
+    return {"raw": scores(y, np.concatenate(raw), label_map), "constrained": scores(y, np.concatenate(con), label_map)}
 
 
 def holdout_f1(fold_dir: Path) -> float | None:
@@ -463,7 +503,8 @@ def ablation_row(name: str, s: dict, ref: dict, status: str) -> dict:
     """An ablation's dev scores and its gain: (c) minus the ablation (what the recipe's choice gains),
     or for one of ADDITIONS the ablation minus (c) (what the addition gains), under its own key."""
     kind, sign = ("addition", -1) if name in ADDITIONS else ("recipe", 1)
-    return {"change": ABLATIONS[name][0], "ablation": name, **s, "adds": name in ADDITIONS,
+    change = POSTHOC[name] if name in POSTHOC else ABLATIONS[name][0]
+    return {"change": change, "ablation": name, **s, "adds": name in ADDITIONS,
             f"gain_of_{kind}_micro_f1": round(sign * (ref["micro_f1"] - s["micro_f1"]), 2),
             f"gain_of_{kind}_auprc": round(sign * (ref["auprc"] - s["auprc"]), 2), "status": status}
 
@@ -476,7 +517,7 @@ def students_row(args, work: Path, jobs: dict[str, Job], dev, y, label_map, job_
     dirs = sorted(d for d in (work / "students").glob("fold-*") if model_ready(d))
     if not dirs or job is None or job.status != "ok":
         return {}
-    probs, params = dev_probas(dirs, dev, args.device)
+    probs, _, params = dev_probas(dirs, dev, args.device)
     return {"f": {"name": f"self-trained: {len(dirs)} students on (d)'s folds + dev sentences (rekit distill --folds)",
                   **scores(y, np.mean(probs, axis=0), label_map), "job_minutes": job_minutes,
                   "parameters": sum(params)}}
@@ -517,6 +558,10 @@ def markdown(result: dict) -> str:
     if "c" in rows and "d" in rows:
         lines.append(f"| ensemble: {rows['d']['name']} vs fold 0 | {rows['d']['micro_f1']:.2f} | {rows['d']['auprc']:.2f} | "
                      f"{rows['d']['micro_f1'] - rows['c']['micro_f1']:+.2f} | {rows['d']['auprc'] - rows['c']['auprc']:+.2f} |")
+    if "no_type_constraints" in {a["ablation"] for a in abl} and "d-tc" in rows:
+        d, x = rows["d"], rows["d-tc"]
+        lines.append(f"| type-pair constraints: (d) without them | {x['micro_f1']:.2f} | {x['auprc']:.2f} | "
+                     f"{d['micro_f1'] - x['micro_f1']:+.2f} | {d['auprc'] - x['auprc']:+.2f} |")
     if "d" in rows and "f" in rows:
         f, d = rows["f"], rows["d"]
         lines.append(f"| self-training: (f) instead of (d) | {f['micro_f1']:.2f} | {f['auprc']:.2f} | "
@@ -531,6 +576,11 @@ def markdown(result: dict) -> str:
         lines += ["", f"Distillation: (e) vs (d): micro-F1 {e['micro_f1'] - d['micro_f1']:+.2f}, AUPRC "
                   f"{e['auprc'] - d['auprc']:+.2f}; inference on dev {e['infer_samples_per_s']:,.0f} vs "
                   f"{d['infer_samples_per_s']:,.0f} samples/s ({e['infer_samples_per_s'] / d['infer_samples_per_s']:.1f}x)."]
+    tc = result.get("type_constraints_oof")
+    if tc:
+        lines += ["", "Type-pair constraints on the folds' out-of-fold rows (training data; each fold's constraints "
+                  f"learned from its own training rows): micro-F1 {tc['raw']['micro_f1']:.2f} -> "
+                  f"{tc['constrained']['micro_f1']:.2f}, AUPRC {tc['raw']['auprc']:.2f} -> {tc['constrained']['auprc']:.2f}."]
     pre = result.get("pretrain") or {}
     if pre.get("final"):
         lines += ["", f"Pretraining: {pre['steps']:,} steps ({pre['epochs_run']} epochs) in {pre['seconds']:.0f}s, "

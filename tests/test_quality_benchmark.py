@@ -23,7 +23,15 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
         assert 0 <= rows[key]["micro_f1"] <= 100 and 0 <= rows[key]["auprc"] <= 100 and 0 <= rows[key]["accuracy"] <= 1
     assert rows["b"]["parameters"] == 0 and rows["a"]["parameters"] > 0
     assert rows["d"]["parameters"] == 2 * rows["c"]["parameters"]  # two fold models
-    assert {a["ablation"] for a in result["ablations"]} == {"no_pretraining", "focal"}
+    # the recipe's type-pair constraints: a post-hoc ablation of the same models, and the OOF choice
+    assert {a["ablation"] for a in result["ablations"]} == {"no_pretraining", "focal", "no_type_constraints"}
+    no_tc = next(a for a in result["ablations"] if a["ablation"] == "no_type_constraints")
+    assert (no_tc["micro_f1"], no_tc["auprc"]) == (rows["c-tc"]["micro_f1"], rows["c-tc"]["auprc"])
+    assert no_tc["gain_of_recipe_micro_f1"] == round(rows["c"]["micro_f1"] - rows["c-tc"]["micro_f1"], 2)
+    oof = result["type_constraints_oof"]
+    assert set(oof) == {"raw", "constrained"} and 0 <= oof["constrained"]["auprc"] <= 100
+    for model in ("rekit-5fold/fold-0", "distilled/fold-0"):  # the folds and their student keep the pairs
+        assert json.loads((out / "work" / model / "rekit.json").read_text())["type_pairs"]
     assert result["pretrain"]["steps"] > 0
     # the merged fold runs form one rekit run directory (oof.csv for OOF-fit calibration and weights)
     assert (out / "work" / "rekit-5fold" / "oof.csv").is_file()

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from rekit.data.constraints import constrain
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.tokenize import Features, REEncoder
@@ -31,12 +32,15 @@ class Ensemble:
     """Soft vote of fold models. `predict_proba` columns follow `label_map_.labels`.
 
     Members are loaded on first use and kept (set keep_loaded=False to load one at a time and
-    free it after its predictions, for large models on small GPUs).
+    free it after its predictions, for large models on small GPUs). A member trained with
+    --type-constraints gives 0 to labels a row's type pair never took (rekit.data.constraints), unless
+    type_constraints=False.
     """
 
     def __init__(self, dirs: Sequence[Path], weights: Sequence[float] | None = None, device: str = "auto",
                  batch_size: int = 512, precision: str = "auto", trust_remote_code: bool = False,
-                 keep_loaded: bool = True, progress: bool = False, compile: bool = False):
+                 keep_loaded: bool = True, progress: bool = False, compile: bool = False,
+                 type_constraints: bool = True):
         self.dirs = list(dirs)
         if weights is not None and len(weights) != len(self.dirs):
             raise RekitError(f"{len(weights)} weights given for {len(self.dirs)} fold models")
@@ -48,6 +52,7 @@ class Ensemble:
         self.amp_dtype = autocast_dtype(precision, self.device)
         self.batch_size, self.trust_remote_code = batch_size, trust_remote_code
         self.keep_loaded, self.progress = keep_loaded, progress
+        self.type_constraints = type_constraints  # apply each member's spec.type_pairs (if it has them)
         if compile and self.device.type != "cuda":
             raise RekitError(f"--compile compiles the fold models' layers for a CUDA device; this run uses {self.device}")
         self.compile = compile
@@ -106,8 +111,9 @@ class Ensemble:
             if key not in encoded:
                 encoded[key] = REEncoder(tokenizer, spec.marker, spec.max_length, spec.first_segment).encode(records)
             amp = None if self.amp_dtype == torch.bfloat16 else self.amp_dtype  # bf16 members are cast already
-            out.append(predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, amp,
-                                     echo=tqdm.write if self.progress else None))
+            probs = predict_proba(model, encoded[key], tokenizer.pad_token_id, self.batch_size, self.device, amp,
+                                  echo=tqdm.write if self.progress else None)
+            out.append(constrain(probs, records, spec.type_pairs, self.classes_) if self.type_constraints else probs)
             if not self.keep_loaded:
                 del model
                 gc.collect()

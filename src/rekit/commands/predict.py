@@ -43,11 +43,12 @@ def _load_ensemble(args):
     if len(args.run_dir) == 1 and (Path(args.run_dir[0]) / ONNX_MANIFEST).is_file():
         from rekit.export.runtime import OnnxEnsemble  # `rekit export`: onnxruntime, no torch
 
-        return OnnxEnsemble(args.run_dir[0], batch_size=min(args.batch_size, 64))
+        return OnnxEnsemble(args.run_dir[0], batch_size=min(args.batch_size, 64), type_constraints=args.type_constraints)
     from rekit.ensemble import Ensemble, oof_run_weights
 
     kw = dict(device=args.device, batch_size=args.batch_size, trust_remote_code=args.trust_remote_code,
-              progress=show_progress(args), compile=args.compile, allow_partial=args.allow_partial, echo=_stderr)
+              progress=show_progress(args), compile=args.compile, allow_partial=args.allow_partial, echo=_stderr,
+              type_constraints=args.type_constraints)
     if len(args.run_dir) == 1 and not args.fit_weights:
         return Ensemble.load(args.run_dir[0], weights=args.weights, **kw)
     if args.weights:
@@ -148,6 +149,10 @@ def _add_ensemble_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibrate", choices=("none", "temperature", "bcts"), default="none",
                    help="calibrate on the run's out-of-fold predictions before --adapt-priors: temperature, or "
                    "bcts (temperature + per-class bias; recommended with em) (default: none)")
+    p.add_argument("--type-constraints", action=argparse.BooleanOptionalAction, default=True,
+                   help="models trained with --type-constraints give 0 to labels a row's (subject type, object type) "
+                   "pair never took in training; --no-type-constraints predicts without (default: on; models trained "
+                   "without it have none)")
     p.add_argument("--batch-size", type=int, default=512,
                    help="examples per inference batch (default: 512; a batch that runs the GPU out of memory is "
                    "split in half)")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from rekit.data.constraints import constrain
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.tokenize import Features, REEncoder
@@ -57,7 +58,8 @@ def pad_batch(feats: Features, idx: Sequence[int] | np.ndarray, pad_id: int, nam
 class OnnxEnsemble:
     """The exported fold models; `predict_proba` columns follow `label_map_.labels`."""
 
-    def __init__(self, directory: str | Path, batch_size: int = 64, threads: int | None = None):
+    def __init__(self, directory: str | Path, batch_size: int = 64, threads: int | None = None,
+                 type_constraints: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -74,6 +76,7 @@ class OnnxEnsemble:
         self.label_map_ = LabelMap.load(d / "labels.json")
         spec = manifest["spec"]
         self.entity_types = spec.get("entity_types")
+        self.type_pairs = spec.get("type_pairs") if type_constraints else None  # as Ensemble applies them
         self.quantized = bool(manifest.get("quantized"))
         self.tokenizer = SavedTokenizer(d)
         self.encoder = REEncoder(self.tokenizer, spec["marker"], spec["max_length"], spec["first_segment"])
@@ -96,7 +99,7 @@ class OnnxEnsemble:
             batch = pad_batch(feats, idx, self.tokenizer.pad_token_id, self.input_names)
             for k, session in enumerate(self.sessions):
                 out[k][idx] = session.run(None, batch)[0]
-        return out
+        return [constrain(p, records, self.type_pairs, self.classes_) for p in out]
 
     def predict_proba(self, records: Sequence[Record]) -> np.ndarray:
         if not records:

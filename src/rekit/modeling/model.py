@@ -45,6 +45,9 @@ class ModelSpec:
     max_length: int
     dropout: float
     entity_types: list[str] | None = None  # the types seen in training (None: saved before rekit knew them)
+    # --type-constraints: {"SUBJ|OBJ": labels seen with that type pair in training}; predictions
+    # give a row 0 for the labels its pair never took (rekit.data.constraints). None: no constraints.
+    type_pairs: dict[str, list[str]] | None = None
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:

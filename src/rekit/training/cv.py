@@ -25,6 +25,7 @@ import torch
 
 from rekit import lock, rundir
 from rekit.config import RunConfig
+from rekit.data.constraints import describe_types
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.markers import first_segment, mark
@@ -392,7 +393,7 @@ class FoldRunner:
         """A fresh model with the run's loss (and token masking, if asked); the caller seeds."""
         t, m = self.cfg.train, self.cfg.model
         model = build_model(m, self.tokenizer, self.label_map, t.label_smoothing, train=t)
-        model.spec.entity_types = sorted({e.type for r in self.records for e in (r.subject, r.object)})
+        describe_types(model.spec, self.records, m.type_constraints)
         check_max_length(m, model)
         return model
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from rekit import lock, rundir
 from rekit.config import DistillSettings, RunConfig
+from rekit.data.constraints import describe_types
 from rekit.data.labels import LabelMap
 from rekit.data.schema import Record
 from rekit.encoding.tokenize import Features, REEncoder
@@ -193,7 +194,7 @@ def build_student(cfg: RunConfig, tokenizer, records: list[Record], teacher: Tea
     seed_everything(t.seed, t.deterministic)  # before init: the weights draw from this RNG
     model = build_model(m, tokenizer, teacher.label_map, t.label_smoothing, train=t)  # --augment mask, if asked
     model.loss_fn = DistillLoss(settings.alpha, settings.temperature, t.label_smoothing)
-    model.spec.entity_types = sorted({e.type for r in records for e in (r.subject, r.object)})
+    describe_types(model.spec, records, m.type_constraints)
     check_max_length(m, model)
     return model
 

@@ -88,13 +88,16 @@ ABLATIONS = {
     "label_smoothing": ("loss: label smoothing 0.1", {"label_smoothing": "0.1"}, None),
     "aug_punct": ("augmentation: punctuation insertion (AEDA)", {"augment": "punct"}, None),
     "pretrain_train_only": ("pretraining text: train sentences only (no dev sentences)", {}, "train_only"),
+    "epochs10": ("training: 10 epochs instead of the recipe's 6", {"epochs": "10"}, None),
+    "rdrop2": ("regularisation: R-Drop weight 2.0 instead of 1.0", {"rdrop": "2.0"}, None),
+    "llrd08": ("optimisation: layer-wise LR decay 0.8 instead of 0.9", {"layer_decay": "0.8"}, None),
 }
 SMOKE_ABLATIONS = ("no_pretraining", "focal")
 # Ablations that need no job: the recipe's own fold models scored another way.
 POSTHOC = {"no_type_constraints": "prediction: no type-pair constraints (the same models' raw probabilities)"}
 # Ablations that add an option (c) leaves off, rather than change one of its choices: their gain is
 # theirs over (c), the ablation minus (c), where the others' is (c)'s over them.
-ADDITIONS: set[str] = set()
+ADDITIONS: set[str] = {"epochs10", "rdrop2", "llrd08"}
 # Each of these trains a second encoder, which would share the GPU with the main pretraining and
 # slow it down: they run only when named in --ablations.
 SECOND_PRETRAINING = ("morpheme", "pretrain_train_only")
@@ -291,6 +294,31 @@ def infer_rate(dirs: list[Path], records, device: str) -> float:
     return round(len(records) / (time.perf_counter() - t), 1)
 
 
+def forward_rate(dirs: list[Path], records, device: str) -> float:
+    """Samples/s of the models' forward passes alone (rows encoded once, before the clock starts):
+    what K models cost against one, without the tokenising and copying both pay."""
+    import torch
+
+    from rekit.encoding.tokenize import REEncoder
+    from rekit.ensemble import Ensemble
+    from rekit.modeling.inference import predict_proba
+
+    ens = Ensemble(dirs, device=device, batch_size=512)
+    members = [ens._member(i) for i in range(len(dirs))]  # loaded as predict loads them (bf16 on a GPU)
+    spec = members[0][0].spec
+    feats = REEncoder(members[0][1], spec.marker, spec.max_length, spec.first_segment).encode(records)
+    amp = None if ens.amp_dtype == torch.bfloat16 else ens.amp_dtype
+    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
+    for model, tok, _ in members:  # warm-up
+        predict_proba(model, feats.subset(list(range(min(512, len(feats))))), tok.pad_token_id, 512, ens.device, amp)
+    sync()
+    t = time.perf_counter()
+    for model, tok, _ in members:
+        predict_proba(model, feats, tok.pad_token_id, 512, ens.device, amp)
+    sync()
+    return round(len(records) / (time.perf_counter() - t), 1)
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -448,6 +476,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         if "d" in rows:
             rows["d"]["infer_samples_per_s"] = infer_rate(list(fold_dirs.values()), dev, args.device)
             rows["e"]["infer_samples_per_s"] = infer_rate([student], dev, args.device)
+            rows["d"]["forward_samples_per_s"] = forward_rate(list(fold_dirs.values()), dev, args.device)
+            rows["e"]["forward_samples_per_s"] = forward_rate([student], dev, args.device)
 
     rows.update(students_row(args, work, jobs, dev, y, label_map, minutes("pretrain", *[f"fold{i}" for i in fold_dirs],
                                                                           "students")))
@@ -474,23 +504,14 @@ def type_constraints_oof(dirs: list[Path], train, y_train, label_map) -> dict | 
     constraints learned from each fold's own training rows. -> {"raw": scores, "constrained": scores}."""
     import numpy as np
 
-    from rekit import rundir
-    from rekit.data.constraints import constrain, learn_type_pairs
+    from type_constraints import constrained_oof
 
-    raw, con, ys = [], [], []
-    for d in dirs:
-        if not ((d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()):
-            continue
-        idx, probs, _ = rundir.load_fold(d)
-        held = set(idx.tolist())
-        pairs = learn_type_pairs(r for i, r in enumerate(train) if i not in held)
-        raw.append(probs)
-        con.append(constrain(probs, [train[i] for i in idx], pairs, label_map.labels))
-        ys.append(y_train[idx])
-    if not raw:
+    folds = constrained_oof(dirs, train, label_map)
+    if not folds:
         return None
-    y = np.concatenate(ys)
-    return {"raw": scores(y, np.concatenate(raw), label_map), "constrained": scores(y, np.concatenate(con), label_map)}
+    y = np.concatenate([y_train[idx] for _, idx, *_ in folds])
+    return {"raw": scores(y, np.concatenate([f[2] for f in folds]), label_map),
+            "constrained": scores(y, np.concatenate([f[3] for f in folds]), label_map)}
 
 
 def holdout_f1(fold_dir: Path) -> float | None:
@@ -575,7 +596,9 @@ def markdown(result: dict) -> str:
         d, e = rows["d"], rows["e"]
         lines += ["", f"Distillation: (e) vs (d): micro-F1 {e['micro_f1'] - d['micro_f1']:+.2f}, AUPRC "
                   f"{e['auprc'] - d['auprc']:+.2f}; inference on dev {e['infer_samples_per_s']:,.0f} vs "
-                  f"{d['infer_samples_per_s']:,.0f} samples/s ({e['infer_samples_per_s'] / d['infer_samples_per_s']:.1f}x)."]
+                  f"{d['infer_samples_per_s']:,.0f} samples/s ({e['infer_samples_per_s'] / d['infer_samples_per_s']:.1f}x); "
+                  f"the models' forward passes alone {e['forward_samples_per_s']:,.0f} vs {d['forward_samples_per_s']:,.0f} "
+                  f"samples/s ({e['forward_samples_per_s'] / d['forward_samples_per_s']:.1f}x)."]
     tc = result.get("type_constraints_oof")
     if tc:
         lines += ["", "Type-pair constraints on the folds' out-of-fold rows (training data; each fold's constraints "

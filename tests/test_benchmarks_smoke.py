@@ -64,3 +64,24 @@ def test_pretrain_throughput_smoke(tmp_path):
     for row in rows:
         assert row["samples_per_s"] > 0 and row["final_loss"] > 0
         assert row["host_ms"] > 0 and row["host_rowloop_ms"] > 0 and row["gpu_ms"] > 0
+
+
+@pytest.mark.parametrize(("first_segment", "max_length"), [("none", 40), ("entities", 64)])
+def test_encode_speed_checks_both_paths_give_the_same_features(tmp_path, first_segment, max_length):
+    import encode_speed
+    from rekit.data.readers import write_csv
+    from rekit.data.synthetic import make_splits
+    from rekit.encoding.markers import new_tokens
+    from rekit.modeling import scratch
+
+    train, _ = make_splits(seed=5, n_train=300, n_test=5)
+    write_csv(train, tmp_path / "rows.csv")
+    marker = "typed_entity_marker_punct"
+    tok = scratch.train_tokenizer([r.sentence for r in train], 600, new_tokens(marker, ["ORG", "PER", "DAT", "LOC"]))
+    tok.save_pretrained(tmp_path / "model")
+    (tmp_path / "model" / "rekit.json").write_text(json.dumps(
+        {"marker": marker, "max_length": max_length, "first_segment": first_segment}))  # short: some rows are windowed
+    assert encode_speed.main(["--model", str(tmp_path / "model"), "--input", str(tmp_path / "rows.csv"),
+                              "--repeats", "1", "--out", str(tmp_path / "r.json")]) == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["identical_features"] is True and result["rows"] == 300 and result["rekit_rows_per_s"] > 0

@@ -22,7 +22,12 @@ def rec(s: str, o: str, label: str | None = None, rid: str = "x") -> Record:
 def test_learn_type_pairs_keeps_labels_seen_with_each_typed_pair():
     records = [rec("ORG", "DAT", "org:founded"), rec("ORG", "DAT", "no_relation"), rec("PER", "POH", "per:title"),
                rec("PER", "POH", None), rec("UNK", "UNK", "per:origin"), rec("", "LOC", "per:origin")]
-    assert learn_type_pairs(records) == {"ORG|DAT": ["no_relation", "org:founded"], "PER|POH": ["per:title"]}
+    assert learn_type_pairs(records, min_rows=1) == {"ORG|DAT": ["no_relation", "org:founded"], "PER|POH": ["per:title"]}
+
+
+def test_a_pair_with_too_few_rows_stays_unconstrained():
+    records = [rec("ORG", "DAT", "org:founded")] * 20 + [rec("PER", "POH", "per:title")] * 19
+    assert learn_type_pairs(records) == {"ORG|DAT": ["org:founded"]}  # 19 PER|POH rows: no evidence yet
 
 
 def test_constrain_zeroes_disallowed_labels_and_renormalises():
@@ -54,6 +59,7 @@ def constrained_run(tmp_path_factory):
     rekit.train(train=train, output=d / "run", folds=2, scratch_size="tiny", scratch_vocab_size=1500, max_length=64,
                 epochs=1, batch_size=32, device="cpu", type_constraints=True)
     write_csv(test, d / "test.csv")
+    write_csv(train, d / "train.csv")
     return d, learn_type_pairs(train), test
 
 
@@ -98,3 +104,27 @@ def test_an_onnx_export_applies_the_same_constraints(constrained_run):
     mask = allowed_mask(test, pairs, rekit.load(d / "onnx").labels)
     assert np.all(probs[~mask] == 0)
     np.testing.assert_allclose(probs, torch_probs, atol=1e-4)
+
+
+def test_the_oof_benchmark_learns_each_folds_pairs_from_its_own_training_rows(constrained_run, capsys):
+    import sys
+    from pathlib import Path
+
+    from rekit import rundir
+    from rekit.data.readers import read_records
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import type_constraints
+
+    d, _, _ = constrained_run
+    assert type_constraints.main(["--run", str(d / "run"), "--train", str(d / "train.csv"), "--out", str(d / "tc.json")]) == 0
+    rows = json.loads((d / "tc.json").read_text())
+    assert [r["fold"] for r in rows] == ["fold-0", "fold-1"] and sum(r["rows"] for r in rows) == 160
+    assert "| fold-0 | 80 |" in capsys.readouterr().out
+    records, _ = read_records(d / "train.csv")
+    idx, probs, _ = rundir.load_fold(d / "run" / "fold-0")
+    held = set(idx.tolist())
+    pairs = learn_type_pairs(r for i, r in enumerate(records) if i not in held)  # not the held-out rows'
+    labels = json.loads((d / "run" / "labels.json").read_text())["labels"]
+    con = constrain(probs, [records[i] for i in idx], pairs, labels)
+    assert rows[0]["argmax_changed"] == int((probs.argmax(1) != con.argmax(1)).sum())

@@ -38,6 +38,7 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     # (e): the ensemble distilled into one model, scored and timed beside (d)
     assert rows["e"]["parameters"] == rows["c"]["parameters"] and 0 <= rows["e"]["micro_f1"] <= 100
     assert rows["e"]["infer_samples_per_s"] > 0 and rows["d"]["infer_samples_per_s"] > 0
+    assert rows["e"]["forward_samples_per_s"] > 0 and rows["d"]["forward_samples_per_s"] > 0
     # (f): self-training, K students on (d)'s folds (rekit distill --folds K), their ensemble
     assert rows["f"]["parameters"] == rows["d"]["parameters"] and 0 <= rows["f"]["micro_f1"] <= 100
     assert (out / "work" / "students" / "oof.csv").is_file()

@@ -22,6 +22,7 @@ from rekit.data.schema import Record
 
 SEP = "|"  # "PER|ORG": a JSON object key for a (subject type, object type) pair
 UNTYPED = ("", "UNK", None)
+MIN_PAIR_ROWS = 20  # a pair seen fewer times in training is not constrained (KLUE-RE's rarest: 153 rows)
 
 
 def pair_key(record: Record) -> str | None:
@@ -31,14 +32,18 @@ def pair_key(record: Record) -> str | None:
     return f"{s}{SEP}{o}" if s not in UNTYPED and o not in UNTYPED else None
 
 
-def learn_type_pairs(records: Iterable[Record]) -> dict[str, list[str]]:
-    """{"SUBJ|OBJ": sorted labels seen with that pair} over the labeled, typed records."""
+def learn_type_pairs(records: Iterable[Record], min_rows: int = MIN_PAIR_ROWS) -> dict[str, list[str]]:
+    """{"SUBJ|OBJ": sorted labels seen with that pair} over the labeled, typed records. A pair with
+    fewer than `min_rows` labeled rows is left out (so left unconstrained): a label missing from a
+    handful of rows is no evidence that the pair cannot take it."""
     seen: dict[str, set[str]] = {}
+    rows: dict[str, int] = {}
     for r in records:
         key = pair_key(r)
         if key is not None and r.label is not None:
             seen.setdefault(key, set()).add(str(r.label))
-    return {k: sorted(v) for k, v in sorted(seen.items())}
+            rows[key] = rows.get(key, 0) + 1
+    return {k: sorted(v) for k, v in sorted(seen.items()) if rows[k] >= min_rows}
 
 
 def describe_types(spec, records: Sequence[Record], constraints: bool) -> None:

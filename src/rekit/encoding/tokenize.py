@@ -84,15 +84,14 @@ class REEncoder:
             batch = records[i : i + chunk]
             firsts, marks = zip(*(self.texts(r) for r in batch))
             has_first = firsts[0] is not None
-            args = (list(firsts), [m.text for m in marks]) if has_first else ([m.text for m in marks],)
-            encs = self.tokenizer(*args, return_offsets_mapping=True, truncation=False)
+            encs = self._encodings(firsts if has_first else None, [m.text for m in marks])
             for j, record in enumerate(batch):
-                ids = encs["input_ids"][j]
+                ids = encs[j].ids
                 if len(ids) <= self.max_length:
-                    view = _View(encs, j)
+                    view = _View(encs[j])
                     sp = _token_at(view, marks[j].subj_char, int(has_first))
                     op = _token_at(view, marks[j].obj_char, int(has_first))
-                    types = encs["token_type_ids"][j] if "token_type_ids" in encs else None
+                    types = encs[j].type_ids if self._with_types else None
                 else:
                     ids, types, sp, op = self._encode_long(firsts[j], marks[j], record)
                 feats.input_ids.append(list(ids))
@@ -104,6 +103,21 @@ class REEncoder:
         if not feats.token_type_ids:
             feats.token_type_ids = None
         return feats
+
+    def _encodings(self, firsts: Sequence[str | None] | None, texts: list[str]) -> list:
+        """The batch's `tokenizers.Encoding`s, as `tokenizer(firsts, texts)` makes them (special
+        tokens added, no truncation or padding) without its conversion of every row into Python
+        lists and dicts, which took as long as the tokenizing itself (BENCHMARKS.md)."""
+        backend = self.tokenizer.backend_tokenizer
+        backend.no_truncation()
+        backend.no_padding()
+        backend.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
+        inputs = list(zip(firsts, texts)) if firsts is not None else texts
+        return backend.encode_batch(inputs, add_special_tokens=True)
+
+    @property
+    def _with_types(self) -> bool:
+        return "token_type_ids" in self.tokenizer.model_input_names
 
     @staticmethod
     def _label(record: Record, label_map: LabelMap | None) -> int:
@@ -184,16 +198,18 @@ def _shift(span: tuple[int, int], by: int) -> tuple[int, int]:
 
 
 class _View:
-    """One example of a batch encoding, with the attribute names `_token_at` reads."""
+    """A `tokenizers.Encoding` under the names `_token_at` reads from a transformers encoding."""
 
-    def __init__(self, encs, j: int):
-        self._encs, self._j = encs, j
+    def __init__(self, enc):
+        self._enc = enc
 
     def __getitem__(self, key):
-        return self._encs[key][self._j]
+        if key != "offset_mapping":
+            raise KeyError(key)
+        return self._enc.offsets
 
     def sequence_ids(self):
-        return self._encs.sequence_ids(self._j)
+        return self._enc.sequence_ids
 
 
 def _token_at(enc, char: int, seg: int) -> int:

@@ -2,9 +2,9 @@
 
 transformers imports torch when it is installed, so the torch-free ONNX runtime cannot use
 `AutoTokenizer`. This adapter reads the same `tokenizer.json` and answers the calls
-`rekit.encoding.tokenize.REEncoder` makes (batch or single, text pairs, offsets, hard
-truncation) the way a transformers fast tokenizer does; the export parity test checks that the
-features are the same.
+`rekit.encoding.tokenize.REEncoder` makes the way a transformers fast tokenizer does: single
+texts or pairs, with offsets and hard truncation. A batch goes to the backend
+`tokenizers.Tokenizer` directly. The export parity test checks that the features are the same.
 """
 
 from __future__ import annotations
@@ -28,18 +28,6 @@ class _Single(dict):
         return self._seq
 
 
-class _Batch(dict):
-    """Several encodings, as `tokenizer([texts])` returns them (column lists + sequence_ids(j))."""
-
-    def __init__(self, encs):
-        super().__init__(input_ids=[e.ids for e in encs], token_type_ids=[e.type_ids for e in encs],
-                         offset_mapping=[e.offsets for e in encs])
-        self._encs = encs
-
-    def sequence_ids(self, j: int):
-        return self._encs[j].sequence_ids
-
-
 class SavedTokenizer:
     is_fast = True
 
@@ -52,6 +40,10 @@ class SavedTokenizer:
             raise RekitError(f"cannot load the tokenizer in {d}: {str(e).splitlines()[0] if str(e) else e}") from None
         self.backend.no_truncation()
         self.backend.no_padding()
+        # what REEncoder's batch path reads from a transformers tokenizer (it encodes through the backend)
+        self.backend_tokenizer = self.backend
+        self.model_input_names = config.get("model_input_names") or ["input_ids", "token_type_ids", "attention_mask"]
+        self.split_special_tokens = bool(config.get("split_special_tokens", False))
         self.sep_token = _token(config.get("sep_token")) or "[SEP]"
         pad = _token(config.get("pad_token")) or "[PAD]"
         self.pad_token_id = self.backend.token_to_id(pad) or 0
@@ -62,9 +54,6 @@ class SavedTokenizer:
             strategy = "only_second" if truncation == "only_second" else "longest_first"
             self.backend.enable_truncation(max_length, strategy=strategy)
         try:
-            if isinstance(text, list):
-                inputs = list(zip(text, pair)) if pair is not None else text
-                return _Batch(self.backend.encode_batch(inputs))
             return _Single(self.backend.encode(text, pair) if pair is not None else self.backend.encode(text))
         finally:
             self.backend.no_truncation()

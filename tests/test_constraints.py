@@ -128,3 +128,14 @@ def test_the_oof_benchmark_learns_each_folds_pairs_from_its_own_training_rows(co
     labels = json.loads((d / "run" / "labels.json").read_text())["labels"]
     con = constrain(probs, [records[i] for i in idx], pairs, labels)
     assert rows[0]["argmax_changed"] == int((probs.argmax(1) != con.argmax(1)).sum())
+
+
+def test_serving_applies_them_unless_told_not_to(constrained_run):
+    from rekit.serve.model import load_model
+
+    d, pairs, test = constrained_run
+    on = load_model(d / "run", device="cpu")
+    off = load_model(d / "run", device="cpu", type_constraints=False)
+    mask = allowed_mask(test, pairs, on.labels)
+    assert np.all(on.predict_proba(test)[~mask] == 0)
+    assert np.all(off.predict_proba(test)[~mask] > 0)

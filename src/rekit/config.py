@@ -116,9 +116,9 @@ class ModelConfig:
                          low=MIN_MAX_LENGTH)
     dropout: float | None = _f(None, "classifier/backbone dropout; default: the backbone's own", low=0, high=1,
                                 high_open=True)
-    type_constraints: bool = _f(False, "keep the labels each (subject type, object type) pair takes in the training "
-                                "file; predictions then give 0 to labels a row's pair never took (rekit predict "
-                                "--no-type-constraints turns it off)")
+    type_constraints: bool = _f(False, "keep the labels each (subject type, object type) pair with at least 20 rows "
+                                "takes in the training file; predictions then give 0 to labels a row's pair never "
+                                "took (rekit predict/serve --no-type-constraints turns it off)")
     trust_remote_code: bool = _f(False, "allow a model directory to run its own Python code (only for sources you trust)")
 
     def __post_init__(self):

@@ -43,7 +43,7 @@ def _settings(args):
         raise RekitError(f"--port {args.port} is not a TCP port (0-65535)")
     limits = Limits(args.max_items, args.max_body_bytes, args.max_sentence_chars)
     return ServeSettings(str(Path(args.model).resolve()), args.device, args.max_batch_size, args.max_wait_ms,
-                         limits, key_file, args.threads)
+                         limits, key_file, args.threads, args.type_constraints)
 
 
 def serve(args) -> int:
@@ -89,6 +89,9 @@ def register(sub) -> None:
     p.add_argument("--threads", type=_positive(int),
                    help="CPU threads for the model (default: torch's, one per core); on a busy machine 1 can be "
                    "many times faster (BENCHMARKS.md \"Serving\")")
+    p.add_argument("--type-constraints", action=argparse.BooleanOptionalAction, default=True,
+                   help="a model trained with --type-constraints gives 0 to labels a row's (subject type, object "
+                   "type) pair never took in training; --no-type-constraints serves its raw probabilities (default: on)")
     p.add_argument("--max-batch-size", type=_positive(int), default=64,
                    help="examples per model batch gathered from concurrent requests; a larger request runs alone, "
                    "so 1 serves one request at a time (default: 64)")

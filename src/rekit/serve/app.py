@@ -50,7 +50,7 @@ class ServerState:
         """Load in the model thread (the loop keeps answering /healthz); /readyz turns 200 after."""
         try:
             self.model = await self.batcher.run_in_worker(load_model, self.settings.model_path, self.settings.device,
-                                                          self.settings.threads)
+                                                          self.settings.threads, self.settings.type_constraints)
             log.info("model loaded: %s (%d labels, label version %s)", self.settings.model_path,
                      len(self.model.labels), self.model.version)
         except Exception as e:  # noqa: BLE001 - reported by /readyz; the process stays up to say why

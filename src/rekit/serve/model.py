@@ -35,18 +35,20 @@ class ServedModel:
         self.predict_proba([Record("warm-up", "A B", Entity("A", 0, 1), Entity("B", 2, 3))])
 
 
-def load_model(path: str | Path, device: str = "auto", threads: int | None = None) -> ServedModel:
+def load_model(path: str | Path, device: str = "auto", threads: int | None = None,
+               type_constraints: bool = True) -> ServedModel:
     """Called on the model thread, which then runs every batch."""
     from rekit.api.loading import ONNX_MANIFEST, load
 
     if (Path(path) / ONNX_MANIFEST).is_file():
-        model = load(path, threads=threads) if threads else load(path)
+        options: dict = {"threads": threads} if threads else {}
+        model = load(path, type_constraints=type_constraints, **options)
     else:
         if threads:
             import torch
 
             torch.set_num_threads(threads)
-        model = load(path, device=device)
+        model = load(path, device=device, type_constraints=type_constraints)
     # The request items are validated already (rekit/serve/validation.py): the backend gets Records.
     served = ServedModel(_Backend(model), str(path))
     served.warm_up()

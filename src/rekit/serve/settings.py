@@ -20,6 +20,7 @@ class ServeSettings:
     limits: Limits = field(default_factory=Limits)
     api_key_file: str | None = None  # None: no authentication
     threads: int | None = None  # torch CPU threads for the model (None: torch's default)
+    type_constraints: bool = True  # apply the model's type-pair constraints, if it has them
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))

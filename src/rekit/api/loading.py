@@ -59,7 +59,8 @@ def load(path: str | Path, device: str = "auto", batch_size: int = 64, **options
     """A run directory, one fold directory, or a directory made by `rekit export --format onnx`.
 
     device/batch_size/options go to the PyTorch ensemble (rekit.ensemble.Ensemble); an ONNX
-    export takes batch_size and `threads` (onnxruntime intra-op threads; default: its own).
+    export takes batch_size and `threads` (onnxruntime intra-op threads; default: its own). Both
+    take `type_constraints=False` to predict without a model's type-pair constraints.
     """
     p = Path(path)
     if not p.exists():

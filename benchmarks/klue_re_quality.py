@@ -467,7 +467,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
 
     student = work / "distilled" / "fold-0"
     if model_ready(student) and jobs.get("distill") and jobs["distill"].status == "ok":
-        (ps,), _, (ns,) = dev_probas([student], dev, args.device)
+        (ps,), (ps_raw,), (ns,) = dev_probas([student], dev, args.device)
+        raw_of["student"] = ps_raw
         info = _read_json(work / "distilled" / "distill.json") or {}
         how = ", dev sentences unlabeled" if info.get("n_unlabeled") else ""
         rows["e"] = {"name": f"(d) distilled into one model (rekit distill{how})",
@@ -491,6 +492,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
                                  "holdout_micro_f1": holdout_f1(d)})
         if "c-tc" in rows and (_read_json(fold_dirs[0] / "rekit.json") or {}).get("type_pairs"):  # the recipe has them
             improvements.append(ablation_row("no_type_constraints", rows["c-tc"], ref, "ok"))
+    if args.save_probs:
+        save_probs(Path(args.out) / "probs.npz", y, y_train, raw_of, fold_dirs, abl_dirs)
     return {"rows": rows, "ablations": improvements,
             "type_constraints_oof": type_constraints_oof(list(fold_dirs.values()), train, y_train, label_map),
             "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
@@ -512,6 +515,31 @@ def type_constraints_oof(dirs: list[Path], train, y_train, label_map) -> dict | 
     y = np.concatenate([y_train[idx] for _, idx, *_ in folds])
     return {"raw": scores(y, np.concatenate([f[2] for f in folds]), label_map),
             "constrained": scores(y, np.concatenate([f[3] for f in folds]), label_map)}
+
+
+def save_probs(path: Path, y, y_train, raw_of: dict, fold_dirs: dict, abl_dirs: dict) -> None:
+    """Every scored model's raw dev probabilities (no type constraints) and the folds' out-of-fold
+    ones, for post-hoc work on a CPU without a GPU run (choices on the OOF arrays, dev to score):
+    dev_y, dev_fold{k}, dev_abl_{name}, dev_student, oof_probs, oof_y, oof_index, oof_fold."""
+    import numpy as np
+
+    from rekit import rundir
+
+    f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
+    arrays = {"dev_y": np.asarray(y)}
+    arrays.update({f"dev_fold{k}": f32(raw_of[str(d)]) for k, d in fold_dirs.items() if str(d) in raw_of})
+    arrays.update({f"dev_abl_{n}": f32(raw_of[str(d)]) for n, d in abl_dirs.items() if str(d) in raw_of})
+    if "student" in raw_of:
+        arrays["dev_student"] = f32(raw_of["student"])
+    parts = [(k, *rundir.load_fold(d)[:2]) for k, d in fold_dirs.items()
+             if (d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()]
+    if parts:
+        arrays["oof_index"] = np.concatenate([idx for _, idx, _ in parts])
+        arrays["oof_probs"] = f32(np.concatenate([p for _, _, p in parts]))
+        arrays["oof_fold"] = np.concatenate([np.full(len(idx), k) for k, idx, _ in parts])
+        arrays["oof_y"] = np.asarray(y_train)[arrays["oof_index"]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, **arrays)
 
 
 def holdout_f1(fold_dir: Path) -> float | None:
@@ -697,6 +725,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-train", action="store_true",
                    help="row (f): after (d), `rekit distill --folds K --unlabeled DEV` trains K students on the same "
                    "folds, each also learning (d)'s probabilities on the dev sentences (labels unused); their ensemble")
+    p.add_argument("--save-probs", action="store_true",
+                   help="also write OUT/probs.npz: every scored model's raw dev probabilities and the folds' "
+                   "out-of-fold ones (about 10 MB on KLUE-RE), for post-hoc work without a GPU")
     p.add_argument("--device", default="auto", help="device for the dev evaluation")
     p.add_argument("--smoke", action="store_true", help="tiny sizes on synthetic data: seconds on a CPU (implies --inline)")
     p.add_argument("--inline", action="store_true", help="run the jobs one by one in this process (no subprocesses)")

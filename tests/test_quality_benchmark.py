@@ -15,7 +15,7 @@ from jobs import Job, run_jobs  # noqa: E402
 def test_smoke_writes_every_row_and_the_table(tmp_path):
     # about 45 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, the distilled student, dev scoring
     out = tmp_path / "q"
-    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train"]) == 0
+    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train", "--save-probs"]) == 0
     result = json.loads((out / "quality.json").read_text())
     assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
     rows = result["rows"]
@@ -42,6 +42,15 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     # (f): self-training, K students on (d)'s folds (rekit distill --folds K), their ensemble
     assert rows["f"]["parameters"] == rows["d"]["parameters"] and 0 <= rows["f"]["micro_f1"] <= 100
     assert (out / "work" / "students" / "oof.csv").is_file()
+    # --save-probs: the raw dev and OOF probabilities, loadable without pickle
+    import numpy as np
+
+    saved = np.load(out / "probs.npz", allow_pickle=False)
+    n_dev = len(saved["dev_y"])
+    assert {"dev_fold0", "dev_fold1", "dev_abl_focal", "dev_student", "oof_probs", "oof_y"} <= set(saved.files)
+    assert saved["dev_fold0"].shape == (n_dev, saved["oof_probs"].shape[1]) and saved["dev_fold0"].dtype == np.float32
+    assert len(saved["oof_y"]) == len(saved["oof_index"]) == len(saved["oof_fold"]) == len(saved["oof_probs"])
+    assert sorted(set(saved["oof_fold"].tolist())) == [0, 1]
     table = (out / "quality.md").read_text()
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
     assert "pretraining: none" in table and "| (e) | (d) distilled into one model" in table

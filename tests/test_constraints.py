@@ -85,9 +85,13 @@ def test_predictions_give_zero_to_labels_the_pair_never_took(constrained_run):
 
 def test_predict_cli_applies_them_unless_told_not_to(constrained_run, capsys):
     d, pairs, test = constrained_run
+    said = {}
     for flag, name in (([], "on.jsonl"), (["--no-type-constraints"], "off.jsonl")):
         assert main(["predict", str(d / "run"), "--input", str(d / "test.csv"), "--output", str(d / name),
                      "--device", "cpu", *flag]) == 0
+        said[name] = capsys.readouterr().err
+    assert f"type-pair constraints on: a label a row's entity-type pair never took in training gets 0 ({len(pairs)} pairs" \
+        in said["on.jsonl"] and "type-pair constraints" not in said["off.jsonl"]
     on = np.array([json.loads(x)["probs"] for x in (d / "on.jsonl").read_text().splitlines()])
     off = np.array([json.loads(x)["probs"] for x in (d / "off.jsonl").read_text().splitlines()])
     labels = json.loads((d / "run" / "labels.json").read_text())["labels"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from rekit.errors import RekitError
 from rekit.modeling.inference import predict_proba
 from rekit.modeling.integrity import check_model_dir
 from rekit.modeling.model import REModel
-from rekit.rundir import model_dirs, read_oof
+from rekit.rundir import SPEC_FILE, model_dirs, read_oof
 from rekit.runtime import autocast_dtype, compile_blocks, resolve_device
 
 
@@ -83,6 +84,15 @@ class Ensemble:
     @property
     def classes_(self) -> tuple[str, ...]:
         return self.label_map_.labels
+
+    @property
+    def type_pairs(self) -> dict[str, list[str]] | None:
+        """The first member's type-pair constraints when they are applied (None when off or when it
+        has none), as `OnnxEnsemble.type_pairs`; each member applies its own."""
+        if not self.type_constraints:
+            return None
+        spec = json.loads((self.dirs[0] / SPEC_FILE).read_text(encoding="utf-8"))  # checked in __init__
+        return spec.get("type_pairs")
 
     def _member(self, i: int):
         if i in self._cache:

@@ -62,13 +62,9 @@ def _load_ensemble(args):
     return Ensemble.load_runs(args.run_dir, run_weights, **kw)
 
 
-def _say_constraints(args, ens) -> None:
+def _say_constraints(ens) -> None:
     """One stderr line when the models' type-pair constraints change the probabilities."""
-    if not args.type_constraints:
-        return
-    pairs = getattr(ens, "type_pairs", None)  # the ONNX runtime holds them; a PyTorch member's spec has them
-    if pairs is None and ens.dirs and (Path(ens.dirs[0]) / "rekit.json").is_file():
-        pairs = json.loads((Path(ens.dirs[0]) / "rekit.json").read_text(encoding="utf-8")).get("type_pairs")
+    pairs = ens.type_pairs  # None when --no-type-constraints or when the models have none
     if pairs:
         _stderr(f"type-pair constraints on: a label a row's entity-type pair never took in training gets 0 "
                 f"({len(pairs)} pairs; --no-type-constraints turns this off)")
@@ -107,7 +103,7 @@ def predict(args) -> int:
 
     rows = _read_input(args, read_report_path(args.output))
     ens = _load_ensemble(args)
-    _say_constraints(args, ens)
+    _say_constraints(ens)
     check_output(args.output, need_bytes=len(rows.rows) * (12 * len(ens.label_map_) + 64))  # room for the file
     probs = _adapt(args, ens, ens.predict_proba(rows.records))
     write_predictions(args.output, rows.rows, complete_probs(rows.rows, probs, ens.label_map_), ens.label_map_)
@@ -125,7 +121,7 @@ def evaluate(args) -> int:
     target = args.output or args.report
     rows = _read_input(args, read_report_path(target) if target else None)
     ens = _load_ensemble(args)
-    _say_constraints(args, ens)
+    _say_constraints(ens)
     known, n_unknown, n_unlabeled = split_known(rows.records, ens.label_map_, args.unknown_labels, args.input)
     if not known:
         raise RekitError(f"{args.input}: no labeled rows to evaluate")

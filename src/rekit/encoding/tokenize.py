@@ -80,6 +80,7 @@ class REEncoder:
     def encode(self, records: Sequence[Record], label_map: LabelMap | None = None,
                chunk: int = 1024) -> Features:
         feats = Features(token_type_ids=[])
+        with_types = "token_type_ids" in self.tokenizer.model_input_names
         for i in range(0, len(records), chunk):
             batch = records[i : i + chunk]
             firsts, marks = zip(*(self.texts(r) for r in batch))
@@ -91,7 +92,7 @@ class REEncoder:
                     view = _View(encs[j])
                     sp = _token_at(view, marks[j].subj_char, int(has_first))
                     op = _token_at(view, marks[j].obj_char, int(has_first))
-                    types = encs[j].type_ids if self._with_types else None
+                    types = encs[j].type_ids if with_types else None
                 else:
                     ids, types, sp, op = self._encode_long(firsts[j], marks[j], record)
                 feats.input_ids.append(list(ids))
@@ -114,10 +115,6 @@ class REEncoder:
         backend.encode_special_tokens = bool(getattr(self.tokenizer, "split_special_tokens", False))
         inputs = list(zip(firsts, texts)) if firsts is not None else texts
         return backend.encode_batch(inputs, add_special_tokens=True)
-
-    @property
-    def _with_types(self) -> bool:
-        return "token_type_ids" in self.tokenizer.model_input_names
 
     @staticmethod
     def _label(record: Record, label_map: LabelMap | None) -> int:

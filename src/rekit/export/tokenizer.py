@@ -34,29 +34,29 @@ class SavedTokenizer:
     def __init__(self, directory: str | Path):
         d = Path(directory)
         try:
-            self.backend = Tokenizer.from_file(str(d / "tokenizer.json"))
+            self.backend_tokenizer = Tokenizer.from_file(str(d / "tokenizer.json"))
             config = json.loads((d / "tokenizer_config.json").read_text(encoding="utf-8"))
         except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exceptions (and OSError, ValueError)
             raise RekitError(f"cannot load the tokenizer in {d}: {str(e).splitlines()[0] if str(e) else e}") from None
-        self.backend.no_truncation()
-        self.backend.no_padding()
-        # what REEncoder's batch path reads from a transformers tokenizer (it encodes through the backend)
-        self.backend_tokenizer = self.backend
+        self.backend_tokenizer.no_truncation()
+        self.backend_tokenizer.no_padding()
+        # what REEncoder's batch path reads from a transformers tokenizer (it encodes through backend_tokenizer)
         self.model_input_names = config.get("model_input_names") or ["input_ids", "token_type_ids", "attention_mask"]
         self.split_special_tokens = bool(config.get("split_special_tokens", False))
         self.sep_token = _token(config.get("sep_token")) or "[SEP]"
         pad = _token(config.get("pad_token")) or "[PAD]"
-        self.pad_token_id = self.backend.token_to_id(pad) or 0
+        self.pad_token_id = self.backend_tokenizer.token_to_id(pad) or 0
 
     def __call__(self, text, pair=None, return_offsets_mapping: bool = True, truncation=False,
                  max_length: int | None = None):
         if truncation and max_length:
             strategy = "only_second" if truncation == "only_second" else "longest_first"
-            self.backend.enable_truncation(max_length, strategy=strategy)
+            self.backend_tokenizer.enable_truncation(max_length, strategy=strategy)
         try:
-            return _Single(self.backend.encode(text, pair) if pair is not None else self.backend.encode(text))
+            backend = self.backend_tokenizer
+            return _Single(backend.encode(text, pair) if pair is not None else backend.encode(text))
         finally:
-            self.backend.no_truncation()
+            self.backend_tokenizer.no_truncation()
 
 
 def _token(value) -> str | None:

@@ -122,15 +122,22 @@ def pretrain_cmd(r: dict, train: str, extra: list[str], out: Path, max_minutes: 
     return cmd + (["--extra-text", *extra] if extra else [])
 
 
+# The fine-tuning options passed on to `rekit train` (an ablation's or --variant's own as well).
+FINETUNE_KEYS = ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
+                 "max_length", "metric", "loss", "augment", "label_smoothing", "rdrop", "layer_decay", "type_constraints")
+
+
+# --variant keys that change the encoder: the variant's folds then start from a second pretraining.
+PRETRAIN_VARIANT_KEYS = ("size", "pretrain_seed")
+
+
 def finetune_cmd(r: dict, model: str, train: str, out: Path, fold: int, **over: str) -> list[str]:
     f = {**r["finetune"], **over}
     cmd = rekit("train", "--train", train, "--output", str(out), "--overwrite", "--model", model,
                 "--scratch-size", r["size"], "--scratch-vocab-size", str(r["vocab"]), "--folds", str(f["folds"]),
                 "--only-folds", str(fold), "--no-progress", "--eval-batch-size", "512")
     cmd += ["--compile", "off"] if EAGER else []
-    keys = ("epochs", "lr", "batch_size", "warmup_ratio", "dropout", "marker", "head", "first_segment",
-            "max_length", "metric", "loss", "augment", "label_smoothing", "rdrop", "layer_decay", "type_constraints")
-    for key in dict.fromkeys((*keys, *over)):  # an ablation's own option always reaches the command
+    for key in dict.fromkeys((*FINETUNE_KEYS, *over)):  # an ablation's own option always reaches the command
         flag = key.replace("_", "-")
         if isinstance(f.get(key), bool):
             cmd += [f"--{flag}" if f[key] else f"--no-{flag}"]
@@ -197,6 +204,26 @@ def community_cmd(args, train: str, dev: str, work: Path, t0: float):
     return cmd
 
 
+def variant_jobs(variant: dict, r: dict, work: Path, train: str, dev: str, pre_minutes: float, pre_estimate: float,
+                 ft_estimate: float) -> list[Job]:
+    """--variant: every fold of the recipe again with its fine-tuning options (the same folds), from a
+    second encoder pretrained beside the main one when it names pretraining options (size, pretrain_seed)."""
+    if not variant:
+        return []
+    ft = {k: v for k, v in variant.items() if k not in PRETRAIN_VARIANT_KEYS}
+    jobs, model, after = [], str(work / "enc-main"), ["pretrain"]
+    if set(variant) & set(PRETRAIN_VARIANT_KEYS):
+        q = {**r, "size": variant.get("size", r["size"])}
+        cmd = pretrain_cmd(q, train, [dev], work / "enc-var", pre_minutes, r["tokenizer"])
+        jobs.append(Job("pretrain_var", cmd + ["--seed", variant.get("pretrain_seed", "42")], estimate=pre_estimate,
+                        required=True))
+        model, after = str(work / "enc-var"), ["pretrain_var"]
+    for k in range(r["finetune"]["folds"]):
+        jobs.append(Job(f"var{k}", finetune_cmd(r, model, train, work / f"var-fold{k}", k, **ft), after=after,
+                        estimate=ft_estimate, required=True))
+    return jobs
+
+
 def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     """The job list in priority order: the rows first, then ablations."""
     budget = args.budget_minutes * 60
@@ -212,6 +239,7 @@ def plan(args, r: dict, work: Path, train: str, dev: str) -> list[Job]:
     for k in range(folds):
         jobs.append(Job(f"fold{k}", finetune_cmd(r, str(work / "enc-main"), train, work / f"run-fold{k}", k),
                         after=["pretrain"], estimate=ft_estimate, required=True))
+    jobs += variant_jobs(args.variant, r, work, train, dev, pre_minutes, pre_estimate, ft_estimate)
     if args.self_train:  # K students on train + dev sentences: about 1.3 fold jobs per epoch, at the same time
         jobs.append(Job("students", students_cmd(r, work, train, dev), after=[f"fold{k}" for k in range(folds)],
                         estimate=ft_estimate * 1.4, required=True))
@@ -326,19 +354,28 @@ def _numel(shape) -> int:
     return n
 
 
-def oof_of(dirs: list[Path], y_train):
-    """(probs, labels) of the folds' out-of-fold predictions (training rows only), or None."""
+def oof_of(dirs: list[Path], y_train, average: bool = False):
+    """(probs, labels) of the folds' out-of-fold predictions (training rows only), or None. With
+    `average`, rows predicted by several models (folds of two runs on the same split) get their mean."""
     import numpy as np
 
     from rekit import rundir
 
-    ps, ys = [], []
+    ps, idxs = [], []
     for d in dirs:
         if (d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file():
             idx, probs, _ = rundir.load_fold(d)
             ps.append(probs)
-            ys.append(y_train[idx])
-    return (np.concatenate(ps), np.concatenate(ys)) if ps else None
+            idxs.append(idx)
+    if not ps:
+        return None
+    idx, probs = np.concatenate(idxs), np.concatenate(ps)
+    if average:
+        rows, inverse = np.unique(idx, return_inverse=True)
+        total = np.zeros((len(rows), probs.shape[1]))
+        np.add.at(total, inverse, probs)
+        idx, probs = rows, total / np.bincount(inverse)[:, None]
+    return probs, y_train[idx]
 
 
 def typepair_mixture(dirs: list[Path], train, y_train, label_map):
@@ -425,7 +462,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
                      else work / f"run-fold{k}" / f"fold-{k}") for k in range(folds)}
     fold_dirs = {k: d for k, d in fold_dirs.items() if model_ready(d)}
     abl_dirs = {n: work / f"abl-{n}" / "fold-0" for n in ABLATIONS if model_ready(work / f"abl-{n}" / "fold-0")}
-    dirs = list(fold_dirs.values()) + list(abl_dirs.values())
+    var_dirs = {k: work / f"var-fold{k}" / f"fold-{k}" for k in range(folds) if model_ready(work / f"var-fold{k}" / f"fold-{k}")}
+    dirs = list(fold_dirs.values()) + list(abl_dirs.values()) + list(var_dirs.values())
     probs, raw, params = dev_probas(dirs, dev, args.device) if dirs else ([], [], [])
     by_dir = {str(d): (p, n) for d, p, n in zip(dirs, probs, params)}
     raw_of = {str(d): p for d, p in zip(dirs, raw)}
@@ -465,6 +503,17 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
             rows["d+typepair"] = {"name": f"(d) mixed with the type-pair rule, weight {w[0]:.2f}/{w[1]:.2f} fit on OOF",
                                   **scores(y, q, label_map), "job_minutes": rows["d"]["job_minutes"], "parameters": n}
 
+    if var_dirs:
+        rows.update(variant_rows(args.variant, var_dirs, by_dir, y, label_map))
+    if var_dirs and fold_dirs:
+        both = [by_dir[str(d)][0] for d in (*fold_dirs.values(), *var_dirs.values())]
+        rows["d+dv"] = {"name": f"(d) and (dv) averaged ({len(both)} models)", **scores(y, np.mean(both, axis=0), label_map),
+                        "job_minutes": 0.0, "parameters": rows["d"]["parameters"] + rows["dv"]["parameters"]}
+    for key, fdirs in (("d", fold_dirs), ("dv", var_dirs), ("d+dv", {**fold_dirs, **{-1 - k: d for k, d in var_dirs.items()}})):
+        oof = oof_of(list(fdirs.values()), y_train, average=True)
+        if key in rows and oof is not None:
+            rows[key]["oof"] = {**scores(oof[1], oof[0], label_map), "rows": len(oof[1])}
+
     student = work / "distilled" / "fold-0"
     if model_ready(student) and jobs.get("distill") and jobs["distill"].status == "ok":
         (ps,), (ps_raw,), (ns,) = dev_probas([student], dev, args.device)
@@ -493,7 +542,7 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         if "c-tc" in rows and (_read_json(fold_dirs[0] / "rekit.json") or {}).get("type_pairs"):  # the recipe has them
             improvements.append(ablation_row("no_type_constraints", rows["c-tc"], ref, "ok"))
     if args.save_probs:
-        save_probs(Path(args.out) / "probs.npz", y, y_train, raw_of, fold_dirs, abl_dirs)
+        save_probs(Path(args.out) / "probs.npz", y, y_train, raw_of, fold_dirs, abl_dirs, var_dirs)
     return {"rows": rows, "ablations": improvements,
             "type_constraints_oof": type_constraints_oof(list(fold_dirs.values()), train, y_train, label_map),
             "pretrain": _read_json(work / "enc-main" / "pretrain.json"),
@@ -517,29 +566,56 @@ def type_constraints_oof(dirs: list[Path], train, y_train, label_map) -> dict | 
             "constrained": scores(y, np.concatenate([f[3] for f in folds]), label_map)}
 
 
-def save_probs(path: Path, y, y_train, raw_of: dict, fold_dirs: dict, abl_dirs: dict) -> None:
-    """Every scored model's raw dev probabilities (no type constraints) and the folds' out-of-fold
-    ones, for post-hoc work on a CPU without a GPU run (choices on the OOF arrays, dev to score):
-    dev_y, dev_fold{k}, dev_abl_{name}, dev_student, oof_probs, oof_y, oof_index, oof_fold."""
+def variant_rows(variant: dict, var_dirs: dict, by_dir: dict, y, label_map) -> dict:
+    """Rows (cv) and (dv): fold 0 and the K-fold ensemble of the recipe with --variant's options."""
     import numpy as np
 
-    from rekit import rundir
+    what = ", ".join(f"{k} {v}" for k, v in variant.items())
+    rows = {}
+    if 0 in var_dirs:
+        p, n = by_dir[str(var_dirs[0])]
+        rows["cv"] = {"name": f"(c) with {what}", **scores(y, p, label_map), "job_minutes": 0.0, "parameters": n,
+                      "holdout_micro_f1": holdout_f1(var_dirs[0])}
+    probs = [by_dir[str(d)][0] for d in var_dirs.values()]
+    rows["dv"] = {"name": f"(d) with {what} ({len(probs)} folds)", **scores(y, np.mean(probs, axis=0), label_map),
+                  "job_minutes": 0.0, "parameters": sum(by_dir[str(d)][1] for d in var_dirs.values())}
+    return rows
+
+
+def save_probs(path: Path, y, y_train, raw_of: dict, fold_dirs: dict, abl_dirs: dict, var_dirs: dict) -> None:
+    """Every scored model's raw dev probabilities (no type constraints) and the folds' out-of-fold
+    ones, for post-hoc work on a CPU without a GPU run (choices on the OOF arrays, dev to score):
+    dev_y, dev_fold{k}, dev_abl_{name}, dev_student, oof_probs, oof_y, oof_index, oof_fold; with
+    --variant also dev_var_fold{k} and var_oof_*."""
+    import numpy as np
 
     f32 = lambda a: np.asarray(a, dtype=np.float32)  # noqa: E731
     arrays = {"dev_y": np.asarray(y)}
     arrays.update({f"dev_fold{k}": f32(raw_of[str(d)]) for k, d in fold_dirs.items() if str(d) in raw_of})
+    arrays.update({f"dev_var_fold{k}": f32(raw_of[str(d)]) for k, d in var_dirs.items() if str(d) in raw_of})
     arrays.update({f"dev_abl_{n}": f32(raw_of[str(d)]) for n, d in abl_dirs.items() if str(d) in raw_of})
     if "student" in raw_of:
         arrays["dev_student"] = f32(raw_of["student"])
-    parts = [(k, *rundir.load_fold(d)[:2]) for k, d in fold_dirs.items()
-             if (d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()]
-    if parts:
-        arrays["oof_index"] = np.concatenate([idx for _, idx, _ in parts])
-        arrays["oof_probs"] = f32(np.concatenate([p for _, _, p in parts]))
-        arrays["oof_fold"] = np.concatenate([np.full(len(idx), k) for k, idx, _ in parts])
-        arrays["oof_y"] = np.asarray(y_train)[arrays["oof_index"]]
+    arrays.update(_oof_arrays(fold_dirs, y_train, "oof_"))
+    arrays.update(_oof_arrays(var_dirs, y_train, "var_oof_"))
     path.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(path, **arrays)
+
+
+def _oof_arrays(fold_dirs: dict, y_train, prefix: str) -> dict:
+    """The folds' out-of-fold rows: {prefix}index, probs, fold, y (nothing if no fold has them)."""
+    import numpy as np
+
+    from rekit import rundir
+
+    parts = [(k, *rundir.load_fold(d)[:2]) for k, d in fold_dirs.items()
+             if (d / rundir.FOLD_OOF).is_file() and (d / rundir.RESULT).is_file()]
+    if not parts:
+        return {}
+    index = np.concatenate([idx for _, idx, _ in parts])
+    return {f"{prefix}index": index, f"{prefix}probs": np.concatenate([p for _, _, p in parts]).astype(np.float32),
+            f"{prefix}fold": np.concatenate([np.full(len(idx), k) for k, idx, _ in parts]),
+            f"{prefix}y": np.asarray(y_train)[index]}
 
 
 def holdout_f1(fold_dir: Path) -> float | None:
@@ -588,7 +664,7 @@ def markdown(result: dict) -> str:
              f"(budget {result['budget_minutes']} min); jobs ran concurrently on one device, so job-minutes overlap.",
              "", "| row | recipe | micro-F1 | AUPRC | accuracy | job-minutes | parameters |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair", "f", "e"):
+    for key in ("a", "b", "c", "c+em", "c+bcts+em", "d", "d+em", "d+bcts+em", "d+typepair", "cv", "dv", "d+dv", "f", "e"):
         if key in rows:
             x = rows[key]
             lines.append(f"| ({key}) | {x['name']} | {x['micro_f1']:.2f} | {x['auprc']:.2f} | {x['accuracy']:.3f} | "
@@ -627,6 +703,10 @@ def markdown(result: dict) -> str:
                   f"{d['infer_samples_per_s']:,.0f} samples/s ({e['infer_samples_per_s'] / d['infer_samples_per_s']:.1f}x); "
                   f"the models' forward passes alone {e['forward_samples_per_s']:,.0f} vs {d['forward_samples_per_s']:,.0f} "
                   f"samples/s ({e['forward_samples_per_s'] / d['forward_samples_per_s']:.1f}x)."]
+    oof = [f"({k}) {rows[k]['oof']['micro_f1']:.2f} / {rows[k]['oof']['auprc']:.2f}" for k in ("d", "dv", "d+dv")
+           if "oof" in rows.get(k, {})]
+    if oof:
+        lines += ["", "Out-of-fold rows (training data, the measure to choose by), micro-F1 / AUPRC: " + "; ".join(oof) + "."]
     tc = result.get("type_constraints_oof")
     if tc:
         lines += ["", "Type-pair constraints on the folds' out-of-fold rows (training data; each fold's constraints "
@@ -695,6 +775,17 @@ def smoke_data(work: Path) -> tuple[str, str]:
     return str(work / "train.csv"), str(work / "dev.csv")
 
 
+def parse_variant(text: str) -> dict[str, str]:
+    """'rdrop=2.0,layer_decay=0.8' -> {'rdrop': '2.0', 'layer_decay': '0.8'} (FINETUNE_KEYS, PRETRAIN_VARIANT_KEYS)."""
+    pairs = [x.split("=", 1) for x in text.split(",") if x.strip()]
+    keys = (*FINETUNE_KEYS, *PRETRAIN_VARIANT_KEYS)
+    bad = [x[0] for x in pairs if len(x) != 2 or x[0].strip() not in keys]
+    if bad or not pairs:
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE pairs with keys from {', '.join(keys)}"
+                                         + (f"; got {bad[0]!r}" if bad else ""))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="where quality.json / quality.md / logs go")
@@ -725,6 +816,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-train", action="store_true",
                    help="row (f): after (d), `rekit distill --folds K --unlabeled DEV` trains K students on the same "
                    "folds, each also learning (d)'s probabilities on the dev sentences (labels unused); their ensemble")
+    p.add_argument("--variant", type=parse_variant, default={},
+                   help="KEY=VALUE[,KEY=VALUE...]: also train every fold of the recipe with these fine-tuning options "
+                   "(e.g. rdrop=2.0,layer_decay=0.8), from a second encoder pretrained beside the main one if they "
+                   "name size or pretrain_seed: rows (cv), (dv), (d+dv) (both ensembles averaged), and their "
+                   "out-of-fold scores, the training-data measure to choose by")
     p.add_argument("--save-probs", action="store_true",
                    help="also write OUT/probs.npz: every scored model's raw dev probabilities and the folds' "
                    "out-of-fold ones (about 10 MB on KLUE-RE), for post-hoc work without a GPU")

@@ -15,7 +15,8 @@ from jobs import Job, run_jobs  # noqa: E402
 def test_smoke_writes_every_row_and_the_table(tmp_path):
     # about 45 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, the distilled student, dev scoring
     out = tmp_path / "q"
-    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train", "--save-probs"]) == 0
+    assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train", "--save-probs",
+                                 "--variant", "pretrain_seed=43,rdrop=2.0"]) == 0
     result = json.loads((out / "quality.json").read_text())
     assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
     rows = result["rows"]
@@ -51,7 +52,14 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert saved["dev_fold0"].shape == (n_dev, saved["oof_probs"].shape[1]) and saved["dev_fold0"].dtype == np.float32
     assert len(saved["oof_y"]) == len(saved["oof_index"]) == len(saved["oof_fold"]) == len(saved["oof_probs"])
     assert sorted(set(saved["oof_fold"].tolist())) == [0, 1]
+    # --variant: every fold again from a second encoder (another pretraining seed) with R-Drop 2.0
+    assert "--seed 43" in result["jobs"]["pretrain_var"]["cmd"] and "--rdrop 2.0" in result["jobs"]["var1"]["cmd"]
+    assert rows["dv"]["parameters"] == rows["d"]["parameters"] and rows["d+dv"]["parameters"] == 2 * rows["d"]["parameters"]
+    assert {"dev_var_fold0", "dev_var_fold1", "var_oof_probs"} <= set(saved.files)
+    n_train = len(saved["oof_y"])  # every training row is out-of-fold once per run; the mix averages the two
+    assert rows["d"]["oof"]["rows"] == rows["dv"]["oof"]["rows"] == rows["d+dv"]["oof"]["rows"] == n_train
     table = (out / "quality.md").read_text()
+    assert "| (d+dv) | (d) and (dv) averaged (4 models)" in table and "Out-of-fold rows (training data" in table
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
     assert "pretraining: none" in table and "| (e) | (d) distilled into one model" in table
     assert "| (f) | self-trained: 2 students" in table and "| self-training: (f) instead of (d) |" in table

@@ -58,6 +58,16 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert {"dev_var_fold0", "dev_var_fold1", "var_oof_probs"} <= set(saved.files)
     n_train = len(saved["oof_y"])  # every training row is out-of-fold once per run; the mix averages the two
     assert rows["d"]["oof"]["rows"] == rows["dv"]["oof"]["rows"] == rows["d+dv"]["oof"]["rows"] == n_train
+    # the post-hoc checks read that file on a CPU: each ensemble scored on OOF and dev, sweeps chosen on OOF
+    import posthoc_probs
+
+    assert posthoc_probs.main([str(out / "probs.npz"), "--train", str(out / "work" / "train.csv"),
+                               "--json", str(out / "posthoc.json")]) == 0
+    post = json.loads((out / "posthoc.json").read_text())
+    assert post["ensembles"]["recipe"]["dev"] == [rows["d-tc"]["micro_f1"], rows["d-tc"]["auprc"]]
+    assert post["ensembles"]["both"]["oof"] == [rows["d+dv"]["oof"]["micro_f1"], rows["d+dv"]["oof"]["auprc"]]
+    assert post["no_relation_weight"]["rows"]["1.0"]["oof"] == [rows["d"]["oof"]["micro_f1"], rows["d"]["oof"]["auprc"]]
+    assert post["temperature"]["chosen_on_oof"] in post["temperature"]["rows"] and len(post["ensembles"]["folds_dev"]) == 2
     table = (out / "quality.md").read_text()
     assert "| (d+dv) | (d) and (dv) averaged (4 models)" in table and "Out-of-fold rows (training data" in table
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table

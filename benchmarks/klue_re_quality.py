@@ -786,6 +786,16 @@ def parse_variant(text: str) -> dict[str, str]:
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def parse_pretrain_set(text: str) -> dict[str, str]:
+    """'batch_size=256,lr=1.5e-4' -> {'batch_size': '256', 'lr': '1.5e-4'} (keys of the recipe's pretrain:)."""
+    pairs = [x.split("=", 1) for x in text.split(",") if x.strip()]
+    bad = [x[0] for x in pairs if len(x) != 2 or x[0].strip() not in RECIPE["pretrain"]]
+    if bad or not pairs:
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE pairs with keys from {', '.join(RECIPE['pretrain'])}"
+                                         + (f"; got {bad[0]!r}" if bad else ""))
+    return {k.strip(): v.strip() for k, v in pairs}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--out", required=True, help="where quality.json / quality.md / logs go")
@@ -816,6 +826,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--self-train", action="store_true",
                    help="row (f): after (d), `rekit distill --folds K --unlabeled DEV` trains K students on the same "
                    "folds, each also learning (d)'s probabilities on the dev sentences (labels unused); their ensemble")
+    p.add_argument("--pretrain-set", type=parse_pretrain_set, default={}, metavar="KEY=VALUE[,KEY=VALUE...]",
+                   help="change the recipe file's pretraining options for this run (e.g. batch_size=256,lr=1.5e-4); "
+                   f"keys: {', '.join(RECIPE['pretrain'])}")
     p.add_argument("--variant", type=parse_variant, default={},
                    help="KEY=VALUE[,KEY=VALUE...]: also train every fold of the recipe with these fine-tuning options "
                    "(e.g. rdrop=2.0,layer_decay=0.8), from a second encoder pretrained beside the main one if they "
@@ -858,6 +871,7 @@ def run(args, p: argparse.ArgumentParser, argv: list[str] | None) -> int:
     r = json.loads(json.dumps(SMOKE if args.smoke else RECIPE))
     if args.size:
         r["size"] = args.size
+    r["pretrain"].update(args.pretrain_set)
     train, dev = smoke_data(work) if args.smoke else (args.train, args.dev)
     for path in (train, dev):
         if not Path(path).is_file():

@@ -16,7 +16,7 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     # about 45 s on 2 CPU cores: community recipe, pretraining, 2 folds, 2 ablations, the distilled student, dev scoring
     out = tmp_path / "q"
     assert klue_re_quality.main(["--out", str(out), "--smoke", "--distill", "--self-train", "--save-probs",
-                                 "--variant", "pretrain_seed=43,rdrop=2.0"]) == 0
+                                 "--variant", "pretrain_seed=43,rdrop=2.0", "--pretrain-set", "batch_size=16"]) == 0
     result = json.loads((out / "quality.json").read_text())
     assert all(j["status"] == "ok" for j in result["jobs"].values()), result["jobs"]
     rows = result["rows"]
@@ -52,6 +52,9 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert saved["dev_fold0"].shape == (n_dev, saved["oof_probs"].shape[1]) and saved["dev_fold0"].dtype == np.float32
     assert len(saved["oof_y"]) == len(saved["oof_index"]) == len(saved["oof_fold"]) == len(saved["oof_probs"])
     assert sorted(set(saved["oof_fold"].tolist())) == [0, 1]
+    # --pretrain-set changes the recipe file's pretraining for the run (both encoders) and is recorded
+    assert all("--batch-size 16" in result["jobs"][j]["cmd"] for j in ("pretrain", "pretrain_var"))
+    assert result["recipe"]["pretrain"]["batch_size"] == "16"
     # --variant: every fold again from a second encoder (another pretraining seed) with R-Drop 2.0
     assert "--seed 43" in result["jobs"]["pretrain_var"]["cmd"] and "--rdrop 2.0" in result["jobs"]["var1"]["cmd"]
     assert rows["dv"]["parameters"] == rows["d"]["parameters"] and rows["d+dv"]["parameters"] == 2 * rows["d"]["parameters"]

@@ -85,3 +85,16 @@ def test_encode_speed_checks_both_paths_give_the_same_features(tmp_path, first_s
                               "--repeats", "1", "--out", str(tmp_path / "r.json")]) == 0
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["identical_features"] is True and result["rows"] == 300 and result["rekit_rows_per_s"] > 0
+
+
+def test_pretrain_sweep_smoke(tmp_path):
+    # one setting of the recipe's pretraining, changed, at a tiny scale: steps and held-out perplexity reported
+    import pretrain_sweep
+
+    out = tmp_path / "ps"
+    assert pretrain_sweep.main(["--out", str(out), "--smoke", "--minutes", "0.05", "--settings", "batch_size=16"]) == 0
+    result = json.loads((out / "pretrain_sweep.json").read_text())
+    (row,) = result["rows"]
+    assert row["setting"] == {"batch_size": "16"} and "--batch-size 16" in row["cmd"]
+    assert row["steps"] > 0 and row["sentences"] == 16 * row["steps"] and row["perplexity"] > 1
+    assert "| batch_size 16 |" in (out / "pretrain_sweep.md").read_text()

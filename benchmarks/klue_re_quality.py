@@ -832,7 +832,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--variant", type=parse_variant, default={},
                    help="KEY=VALUE[,KEY=VALUE...]: also train every fold of the recipe with these fine-tuning options "
                    "(e.g. rdrop=2.0,layer_decay=0.8), from a second encoder pretrained beside the main one if they "
-                   "name size or pretrain_seed: rows (cv), (dv), (d+dv) (both ensembles averaged), and their "
+                   "name size or pretrain_seed (the two pretrainings then share the device: on one H200 each gets "
+                   "about half the MLM steps): rows (cv), (dv), (d+dv) (both ensembles averaged), and their "
                    "out-of-fold scores, the training-data measure to choose by")
     p.add_argument("--save-probs", action="store_true",
                    help="also write OUT/probs.npz: every scored model's raw dev probabilities and the folds' "

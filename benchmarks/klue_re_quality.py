@@ -215,7 +215,7 @@ def variant_jobs(variant: dict, r: dict, work: Path, train: str, dev: str, pre_m
     if set(variant) & set(PRETRAIN_VARIANT_KEYS):
         q = {**r, "size": variant.get("size", r["size"])}
         cmd = pretrain_cmd(q, train, [dev], work / "enc-var", pre_minutes, r["tokenizer"])
-        jobs.append(Job("pretrain_var", cmd + ["--seed", variant.get("pretrain_seed", "42")], estimate=pre_estimate,
+        jobs.append(Job("pretrain_var", [*cmd, "--seed", variant.get("pretrain_seed", "42")], estimate=pre_estimate,
                         required=True))
         model, after = str(work / "enc-var"), ["pretrain_var"]
     for k in range(r["finetune"]["folds"]):

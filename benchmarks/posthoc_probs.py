@@ -5,7 +5,8 @@ Every check is chosen on the out-of-fold rows (training data) and reported on de
   - the ensembles: the recipe's folds, --variant's folds, both averaged, and each fold alone;
   - a weight on the no-relation class before the argmax (the OOF-best weight, and a sweep);
   - a softmax temperature (the OOF-best by AUPRC, and a sweep);
-  - the geometric instead of the arithmetic mean of the members.
+  - the geometric instead of the arithmetic mean of the members;
+  - the OOF micro-F1 reweighted to dev's label mix as EM estimates it from the unlabeled dev inputs.
 
     python benchmarks/posthoc_probs.py OUT/probs.npz --train out/klue-re/train.csv [--json OUT/posthoc.json]
 """
@@ -71,6 +72,28 @@ def ensembles(z, score) -> dict:
     return res
 
 
+def shifted_oof(z, neg: int) -> dict:
+    """Each run's OOF micro-F1 with every training row weighted by est(y) / train(y): est is the label
+    mix of dev re-estimated by EM from the recipe ensemble's dev probabilities (no dev labels). Does
+    label shift alone explain why dev ranks models otherwise than the OOF rows?"""
+    from rekit.adapt import em_priors, label_prior
+
+    op, oy = oof(z, "oof_")
+    prior = label_prior(oy, op.shape[1])
+    est = em_priors(np.mean(members(z, "fold"), 0), prior)[1]
+    runs = {"recipe": op, **({"variant": oof(z, "var_oof_")[0]} if "var_oof_probs" in z.files else {})}
+    return {"estimated_no_relation_share": round(float(est[neg]), 4),
+            **{name: weighted_micro_f1(oy, p, (est / prior)[oy], neg) for name, p in runs.items()}}
+
+
+def weighted_micro_f1(y, probs, w, neg: int) -> float:
+    """Micro-F1 over the labels other than `neg` (as KLUE's), each row counted with weight w."""
+    pred = probs.argmax(1)
+    tp = w * ((pred == y) & (pred != neg))
+    precision, recall = tp.sum() / max((w * (pred != neg)).sum(), 1e-12), tp.sum() / max((w * (y != neg)).sum(), 1e-12)
+    return round(float(200 * precision * recall / max(precision + recall, 1e-12)), 2)
+
+
 def no_relation_weight(probs, w: float, neg: int):
     q = probs.copy()
     q[:, neg] *= w
@@ -105,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     res = {"ensembles": ensembles(z, score),
            "no_relation_weight": sweep(z, score, lambda q, w: no_relation_weight(q, w, neg), WEIGHTS, 0),
            "temperature": sweep(z, score, tempered, TEMPERATURES, 1),
-           "geometric_mean_dev": score(z["dev_y"], geo / geo.sum(1, keepdims=True))}
+           "geometric_mean_dev": score(z["dev_y"], geo / geo.sum(1, keepdims=True)),
+           "label_shift_weighted_oof_micro_f1": shifted_oof(z, neg)}
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:

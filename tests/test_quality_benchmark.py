@@ -71,6 +71,11 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert post["ensembles"]["both"]["oof"] == [rows["d+dv"]["oof"]["micro_f1"], rows["d+dv"]["oof"]["auprc"]]
     assert post["no_relation_weight"]["rows"]["1.0"]["oof"] == [rows["d"]["oof"]["micro_f1"], rows["d"]["oof"]["auprc"]]
     assert post["temperature"]["chosen_on_oof"] in post["temperature"]["rows"] and len(post["ensembles"]["folds_dev"]) == 2
+    shifted = post["label_shift_weighted_oof_micro_f1"]
+    assert set(shifted) == {"estimated_no_relation_share", "recipe", "variant"} and 0 <= shifted["recipe"] <= 100
+    z = np.load(out / "probs.npz")  # weights of 1: the weighted micro-F1 is the run's own OOF micro-F1
+    op, oy = posthoc_probs.oof(z, "oof_")
+    assert posthoc_probs.weighted_micro_f1(oy, op, np.ones(len(oy)), 0) == rows["d"]["oof"]["micro_f1"]
     table = (out / "quality.md").read_text()
     assert "| (d+dv) | (d) and (dv) averaged (4 models)" in table and "Out-of-fold rows (training data" in table
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table

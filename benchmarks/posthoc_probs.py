@@ -6,7 +6,8 @@ Every check is chosen on the out-of-fold rows (training data) and reported on de
   - a weight on the no-relation class before the argmax (the OOF-best weight, and a sweep);
   - a softmax temperature (the OOF-best by AUPRC, and a sweep);
   - the geometric instead of the arithmetic mean of the members;
-  - the OOF micro-F1 reweighted to dev's label mix as EM estimates it from the unlabeled dev inputs.
+  - the OOF micro-F1 reweighted to dev's label mix as EM estimates it from the unlabeled dev inputs;
+  - the OOF scores on the rows whose sentence is unique in train, and on the others.
 
     python benchmarks/posthoc_probs.py OUT/probs.npz --train out/klue-re/train.csv [--json OUT/posthoc.json]
 """
@@ -38,7 +39,22 @@ def scorer(train_csv: str):
     def score(y, probs) -> list[float]:
         m = evaluate(y, probs, label_map)
         return [round(float(m["micro_f1"]), 2), round(float(m["auprc"]), 2)]
-    return score, label_map
+    return score, label_map, [x.sentence for x in records]
+
+
+def unique_sentence_oof(z, score, sentences: list[str]) -> dict:
+    """Each run's OOF scores on the training rows whose sentence no other row has (no sentence shared
+    across folds), beside the other rows."""
+    from collections import Counter
+
+    count = Counter(sentences)
+    alone = np.array([count[x] == 1 for x in sentences])
+    res = {"rows": int(alone.sum())}
+    for name, prefix in (("recipe", "oof_"), ("variant", "var_oof_")):
+        if f"{prefix}probs" in z.files:
+            p, y = oof(z, prefix)
+            res[name] = {"unique": score(y[alone], p[alone]), "shared": score(y[~alone], p[~alone])}
+    return res
 
 
 def oof(z, prefix: str):
@@ -121,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args(argv)
     z = np.load(args.probs, allow_pickle=False)
-    score, label_map = scorer(args.train)
+    score, label_map, sentences = scorer(args.train)
     neg = label_map.label2id.get("no_relation", 0)
     rec = members(z, "fold")
     geo = np.exp(np.mean([np.log(np.clip(q, 1e-12, None)) for q in rec], 0))
@@ -129,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
            "no_relation_weight": sweep(z, score, lambda q, w: no_relation_weight(q, w, neg), WEIGHTS, 0),
            "temperature": sweep(z, score, tempered, TEMPERATURES, 1),
            "geometric_mean_dev": score(z["dev_y"], geo / geo.sum(1, keepdims=True)),
-           "label_shift_weighted_oof_micro_f1": shifted_oof(z, neg)}
+           "label_shift_weighted_oof_micro_f1": shifted_oof(z, neg),
+           "unique_sentence_oof": unique_sentence_oof(z, score, sentences)}
     text = json.dumps(res, indent=1)
     print(text)
     if args.json:

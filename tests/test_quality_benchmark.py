@@ -73,6 +73,8 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert post["temperature"]["chosen_on_oof"] in post["temperature"]["rows"] and len(post["ensembles"]["folds_dev"]) == 2
     shifted = post["label_shift_weighted_oof_micro_f1"]
     assert set(shifted) == {"estimated_no_relation_share", "recipe", "variant"} and 0 <= shifted["recipe"] <= 100
+    alone = post["unique_sentence_oof"]
+    assert 0 < alone["rows"] <= n_train and set(alone["variant"]) == {"unique", "shared"}
     z = np.load(out / "probs.npz")  # weights of 1: the weighted micro-F1 is the run's own OOF micro-F1
     op, oy = posthoc_probs.oof(z, "oof_")
     assert posthoc_probs.weighted_micro_f1(oy, op, np.ones(len(oy)), 0) == rows["d"]["oof"]["micro_f1"]

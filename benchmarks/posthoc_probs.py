@@ -53,7 +53,7 @@ def unique_sentence_oof(z, score, sentences: list[str]) -> dict:
     for name, prefix in (("recipe", "oof_"), ("variant", "var_oof_")):
         if f"{prefix}probs" in z.files:
             p, y = oof(z, prefix)
-            res[name] = {"unique": score(y[alone], p[alone]), "shared": score(y[~alone], p[~alone])}
+            res[name] = {part: score(y[m], p[m]) if m.any() else None for part, m in (("unique", alone), ("shared", ~alone))}
     return res
 
 

@@ -509,8 +509,9 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
         both = [by_dir[str(d)][0] for d in (*fold_dirs.values(), *var_dirs.values())]
         rows["d+dv"] = {"name": f"(d) and (dv) averaged ({len(both)} models)", **scores(y, np.mean(both, axis=0), label_map),
                         "job_minutes": 0.0, "parameters": rows["d"]["parameters"] + rows["dv"]["parameters"]}
-    for key, fdirs in (("d", fold_dirs), ("dv", var_dirs), ("d+dv", {**fold_dirs, **{-1 - k: d for k, d in var_dirs.items()}})):
-        oof = oof_of(list(fdirs.values()), y_train, average=True)
+    main_folds, var_folds = list(fold_dirs.values()), list(var_dirs.values())
+    for key, fdirs in (("d", main_folds), ("dv", var_folds), ("d+dv", main_folds + var_folds)):
+        oof = oof_of(fdirs, y_train, average=True)
         if key in rows and oof is not None:
             rows[key]["oof"] = {**scores(oof[1], oof[0], label_map), "rows": len(oof[1])}
 
@@ -777,21 +778,19 @@ def smoke_data(work: Path) -> tuple[str, str]:
 
 def parse_variant(text: str) -> dict[str, str]:
     """'rdrop=2.0,layer_decay=0.8' -> {'rdrop': '2.0', 'layer_decay': '0.8'} (FINETUNE_KEYS, PRETRAIN_VARIANT_KEYS)."""
-    pairs = [x.split("=", 1) for x in text.split(",") if x.strip()]
-    keys = (*FINETUNE_KEYS, *PRETRAIN_VARIANT_KEYS)
-    bad = [x[0] for x in pairs if len(x) != 2 or x[0].strip() not in keys]
-    if bad or not pairs:
-        raise argparse.ArgumentTypeError(f"want KEY=VALUE pairs with keys from {', '.join(keys)}"
-                                         + (f"; got {bad[0]!r}" if bad else ""))
-    return {k.strip(): v.strip() for k, v in pairs}
+    return _key_values(text, (*FINETUNE_KEYS, *PRETRAIN_VARIANT_KEYS))
 
 
 def parse_pretrain_set(text: str) -> dict[str, str]:
     """'batch_size=256,lr=1.5e-4' -> {'batch_size': '256', 'lr': '1.5e-4'} (keys of the recipe's pretrain:)."""
+    return _key_values(text, tuple(RECIPE["pretrain"]))
+
+
+def _key_values(text: str, keys: tuple[str, ...]) -> dict[str, str]:
     pairs = [x.split("=", 1) for x in text.split(",") if x.strip()]
-    bad = [x[0] for x in pairs if len(x) != 2 or x[0].strip() not in RECIPE["pretrain"]]
+    bad = [x[0] for x in pairs if len(x) != 2 or x[0].strip() not in keys]
     if bad or not pairs:
-        raise argparse.ArgumentTypeError(f"want KEY=VALUE pairs with keys from {', '.join(RECIPE['pretrain'])}"
+        raise argparse.ArgumentTypeError(f"want KEY=VALUE pairs with keys from {', '.join(keys)}"
                                          + (f"; got {bad[0]!r}" if bad else ""))
     return {k.strip(): v.strip() for k, v in pairs}
 

@@ -104,10 +104,9 @@ def shifted_oof(z, neg: int) -> dict:
 
 def weighted_micro_f1(y, probs, w, neg: int) -> float:
     """Micro-F1 over the labels other than `neg` (as KLUE's), each row counted with weight w."""
-    pred = probs.argmax(1)
-    tp = w * ((pred == y) & (pred != neg))
-    precision, recall = tp.sum() / max((w * (pred != neg)).sum(), 1e-12), tp.sum() / max((w * (y != neg)).sum(), 1e-12)
-    return round(float(200 * precision * recall / max(precision + recall, 1e-12)), 2)
+    from rekit.metrics import micro_f1
+
+    return round(micro_f1(y, probs.argmax(1), probs.shape[1], neg, sample_weight=w), 2)
 
 
 def no_relation_weight(probs, w: float, neg: int):

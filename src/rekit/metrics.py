@@ -57,8 +57,10 @@ def _relation_ids(n_labels: int, no_relation_id: int | None) -> list[int]:
     return [i for i in range(n_labels) if i != no_relation_id]
 
 
-def micro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, no_relation_id: int | None) -> float:
-    """KLUE-RE micro-F1 (x100) over every label except no_relation (all labels when None).
+def micro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, no_relation_id: int | None,
+             sample_weight: np.ndarray | None = None) -> float:
+    """KLUE-RE micro-F1 (x100) over every label except no_relation (all labels when None); each row
+    counts `sample_weight` times if given.
 
     When neither gold nor prediction holds any relation, F1 is undefined; like KLUE's code
     (sklearn's default) this returns 0.0, without the warning.
@@ -69,7 +71,8 @@ def micro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_labels: int, no_relation_
     labels = _relation_ids(n_labels, no_relation_id)
     if not labels or len(y_true) == 0:
         return 0.0
-    return float(f1_score(y_true, y_pred, average="micro", labels=labels, zero_division=0.0) * 100.0)
+    return float(f1_score(y_true, y_pred, average="micro", labels=labels, zero_division=0.0,
+                          sample_weight=sample_weight) * 100.0)
 
 
 def auprc(

@@ -32,6 +32,7 @@ import os
 import platform
 import shlex
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -306,7 +307,20 @@ def dev_probas(dirs: list[Path], dev_records, device: str) -> tuple[list, list, 
     return probs, raw, params
 
 
-def infer_rate(dirs: list[Path], records, device: str) -> float:
+def median_rate(n: int, run, sync, repeats: int) -> float:
+    """Samples/s of `run()` over n rows: the median of `repeats` timed calls (one short pass on a
+    GPU is at the mercy of clocks and of other processes, so a single timing is not enough)."""
+    rates = []
+    for _ in range(max(1, repeats)):
+        sync()
+        t = time.perf_counter()
+        run()
+        sync()
+        rates.append(n / (time.perf_counter() - t))
+    return round(statistics.median(rates), 1)
+
+
+def infer_rate(dirs: list[Path], records, device: str, repeats: int = 3) -> float:
     """Inference samples/s of the models in `dirs` as one ensemble (loaded and warmed up first)."""
     import torch
 
@@ -315,14 +329,10 @@ def infer_rate(dirs: list[Path], records, device: str) -> float:
     ens = Ensemble(dirs, device=device, batch_size=512)
     ens.predict_proba(records[:512])  # loads every member, warms the kernels up
     sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    ens.predict_proba(records)
-    sync()
-    return round(len(records) / (time.perf_counter() - t), 1)
+    return median_rate(len(records), lambda: ens.predict_proba(records), sync, repeats)
 
 
-def forward_rate(dirs: list[Path], records, device: str) -> float:
+def forward_rate(dirs: list[Path], records, device: str, repeats: int = 3) -> float:
     """Samples/s of the models' forward passes alone (rows encoded once, before the clock starts):
     what K models cost against one, without the tokenising and copying both pay."""
     import torch
@@ -339,12 +349,12 @@ def forward_rate(dirs: list[Path], records, device: str) -> float:
     sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
     for model, tok, _ in members:  # warm-up
         predict_proba(model, feats.subset(list(range(min(512, len(feats))))), tok.pad_token_id, 512, ens.device, amp)
-    sync()
-    t = time.perf_counter()
-    for model, tok, _ in members:
-        predict_proba(model, feats, tok.pad_token_id, 512, ens.device, amp)
-    sync()
-    return round(len(records) / (time.perf_counter() - t), 1)
+
+    def run() -> None:
+        for model, tok, _ in members:
+            predict_proba(model, feats, tok.pad_token_id, 512, ens.device, amp)
+
+    return median_rate(len(records), run, sync, repeats)
 
 
 def _numel(shape) -> int:

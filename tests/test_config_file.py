@@ -36,7 +36,7 @@ def test_rekit_train_reads_its_sections_and_skips_the_others():
 
 def test_rekit_pretrain_reads_its_section_and_the_scratch_encoder():
     settings, model = pretrain_options("--config", RECIPE, "--lr", "3e-4")
-    assert (settings.epochs, settings.batch_size, settings.masking, settings.max_length) == (200, 128, "word", 256)
+    assert (settings.epochs, settings.batch_size, settings.masking, settings.max_length) == (200, 256, "word", 256)
     assert settings.lr == 3e-4  # the flag wins
     assert (model["scratch_size"], model["scratch_vocab_size"], model["scratch_tokenizer"]) == ("medium", 12000,
                                                                                                "wordpiece")

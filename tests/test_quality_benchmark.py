@@ -83,6 +83,19 @@ def test_smoke_writes_every_row_and_the_table(tmp_path):
     assert "| (a) | community HF-Trainer recipe" in table and "| (d) | rekit 2-fold ensemble" in table
     assert "pretraining: none" in table and "| (e) | (d) distilled into one model" in table
     assert "| (f) | self-trained: 2 students" in table and "| self-training: (f) instead of (d) |" in table
+    # benchmarks/inference_cost.py times the ensemble and its student side by side on the same rows
+    import inference_cost
+
+    work = out / "work"
+    assert inference_cost.main(["--run", str(work / "rekit-5fold"), "--student", str(work / "distilled"), "--input",
+                                str(work / "dev.csv"), "--out", str(tmp_path / "ic"), "--repeats", "2"]) == 0
+    cost = json.loads((tmp_path / "ic" / "inference_cost.json").read_text())
+    assert cost["members"] == 2 and cost["rows"] == n_dev and cost["one_model"].startswith(str(work / "distilled"))
+    for side in ("ensemble", "one model"):
+        assert cost[side]["infer_samples_per_s"] > 0 and cost[side]["forward_samples_per_s"] > 0
+    ratio = cost["one model"]["forward_samples_per_s"] / cost["ensemble"]["forward_samples_per_s"]
+    assert cost["speedup_forward_samples_per_s"] == round(ratio, 2)
+    assert "| 2-fold ensemble |" in (tmp_path / "ic" / "inference_cost.md").read_text()
 
 
 def test_scheduler_order_dependencies_failures_and_deadline(tmp_path):

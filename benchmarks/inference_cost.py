@@ -36,8 +36,7 @@ def measure(run: str, student: str | None, input_csv: str, device: str, repeats:
     sides = {"ensemble": members, "one model": one}
     out = {"rows": len(records), "members": len(members), "repeats": repeats, "one_model": str(one[0])}
     for name, dirs in sides.items():
-        out[name] = {"infer_samples_per_s": q.infer_rate(dirs, records, device, repeats),
-                     "forward_samples_per_s": q.forward_rate(dirs, records, device, repeats)}
+        out[name] = q.inference_rates(dirs, records, device, repeats)
     for key in ("infer_samples_per_s", "forward_samples_per_s"):
         out[f"speedup_{key}"] = round(out["one model"][key] / out["ensemble"][key], 2)
     return out
@@ -65,7 +64,13 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    result = {"machine": q.machine(), **measure(args.run, args.student, args.input, args.device, args.repeats)}
+    from rekit.errors import RekitError
+
+    try:
+        result = {"machine": q.machine(), **measure(args.run, args.student, args.input, args.device, args.repeats)}
+    except RekitError as e:  # a wrong path or a run without finished models: one line, no traceback
+        print(f"inference_cost.py: {e}", file=sys.stderr)
+        return 2
     (out / "inference_cost.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "inference_cost.md").write_text(markdown(result))
     print(markdown(result))

@@ -320,21 +320,11 @@ def median_rate(n: int, run, sync, repeats: int) -> float:
     return round(statistics.median(rates), 1)
 
 
-def infer_rate(dirs: list[Path], records, device: str, repeats: int = 3) -> float:
-    """Inference samples/s of the models in `dirs` as one ensemble (loaded and warmed up first)."""
-    import torch
-
-    from rekit.ensemble import Ensemble
-
-    ens = Ensemble(dirs, device=device, batch_size=512)
-    ens.predict_proba(records[:512])  # loads every member, warms the kernels up
-    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
-    return median_rate(len(records), lambda: ens.predict_proba(records), sync, repeats)
-
-
-def forward_rate(dirs: list[Path], records, device: str, repeats: int = 3) -> float:
-    """Samples/s of the models' forward passes alone (rows encoded once, before the clock starts):
-    what K models cost against one, without the tokenising and copying both pay."""
+def inference_rates(dirs: list[Path], records, device: str, repeats: int = 3) -> dict[str, float]:
+    """Samples/s of the models in `dirs` as one ensemble, loaded once and warmed up first:
+    `infer_samples_per_s`, the whole prediction (tokenising, batching, the models), and
+    `forward_samples_per_s`, the models' forward passes alone (rows encoded once, before the clock
+    starts): what K models cost against one, without the tokenising and copying both pay."""
     import torch
 
     from rekit.encoding.tokenize import REEncoder
@@ -342,19 +332,19 @@ def forward_rate(dirs: list[Path], records, device: str, repeats: int = 3) -> fl
     from rekit.modeling.inference import predict_proba
 
     ens = Ensemble(dirs, device=device, batch_size=512)
-    members = [ens._member(i) for i in range(len(dirs))]  # loaded as predict loads them (bf16 on a GPU)
+    ens.predict_proba(records[:512])  # loads every member (bf16 on a GPU), warms the kernels up
+    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
+    whole = median_rate(len(records), lambda: ens.predict_proba(records), sync, repeats)
+    members = [ens._member(i) for i in range(len(dirs))]  # the loaded models, as predict runs them
     spec = members[0][0].spec
     feats = REEncoder(members[0][1], spec.marker, spec.max_length, spec.first_segment).encode(records)
     amp = None if ens.amp_dtype == torch.bfloat16 else ens.amp_dtype
-    sync = torch.cuda.synchronize if ens.device.type == "cuda" else (lambda: None)
-    for model, tok, _ in members:  # warm-up
-        predict_proba(model, feats.subset(list(range(min(512, len(feats))))), tok.pad_token_id, 512, ens.device, amp)
 
-    def run() -> None:
+    def forward() -> None:
         for model, tok, _ in members:
             predict_proba(model, feats, tok.pad_token_id, 512, ens.device, amp)
 
-    return median_rate(len(records), run, sync, repeats)
+    return {"infer_samples_per_s": whole, "forward_samples_per_s": median_rate(len(records), forward, sync, repeats)}
 
 
 def _numel(shape) -> int:
@@ -535,10 +525,8 @@ def evaluate_all(args, r: dict, work: Path, jobs: dict[str, Job], train_path: st
                      **scores(y, ps, label_map), "parameters": ns,
                      "job_minutes": minutes("pretrain", *[f"fold{i}" for i in fold_dirs], "distill")}
         if "d" in rows:
-            rows["d"]["infer_samples_per_s"] = infer_rate(list(fold_dirs.values()), dev, args.device)
-            rows["e"]["infer_samples_per_s"] = infer_rate([student], dev, args.device)
-            rows["d"]["forward_samples_per_s"] = forward_rate(list(fold_dirs.values()), dev, args.device)
-            rows["e"]["forward_samples_per_s"] = forward_rate([student], dev, args.device)
+            rows["d"].update(inference_rates(list(fold_dirs.values()), dev, args.device))
+            rows["e"].update(inference_rates([student], dev, args.device))
 
     rows.update(students_row(args, work, jobs, dev, y, label_map, minutes("pretrain", *[f"fold{i}" for i in fold_dirs],
                                                                           "students")))
